@@ -1,0 +1,60 @@
+//! `GET /v1/me`: who the service thinks the caller is.
+
+use super::error::{ApiResult, Problem};
+use super::AppState;
+use crate::auth::{Caller, CallerKind};
+use crate::rbac::Role;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(me))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Me {
+    pub id: String,
+    pub name: String,
+    pub kind: CallerKind,
+    pub roles: Vec<EffectiveRole>,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EffectiveRole {
+    pub role: Role,
+    /// `/` for tenant-wide, else an ARM scope.
+    pub scope: String,
+}
+
+/// The caller and its effective roles with their scopes.
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "role assignments",
+    responses(
+        (status = 200, description = "The caller", body = Me),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn me(caller: Caller) -> ApiResult<Json<Me>> {
+    Ok(Json(Me {
+        id: caller.principal.id,
+        name: caller.principal.name,
+        kind: caller.kind,
+        roles: caller
+            .roles
+            .into_iter()
+            .map(|g| EffectiveRole {
+                role: g.role,
+                scope: g.scope.to_string(),
+            })
+            .collect(),
+        groups: caller.groups,
+    }))
+}

@@ -1,0 +1,104 @@
+//! The HTTP API: one module per resource, each exposing its routes; this module puts them
+//! together with the layers every request passes through.
+
+pub mod error;
+pub mod extract;
+pub mod me;
+mod middleware;
+pub mod ops;
+pub mod policies;
+
+use crate::auth::TokenValidator;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::DynStore;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, StatusCode};
+use axum::Router;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+/// The largest request body accepted. Policies and requests are a few KiB at most.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How long one request may take before it is answered 408.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: DynStore,
+    pub auth: Arc<TokenValidator>,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "jitgate",
+        description = "Just-in-time access to Azure VM management ports: policies, access requests, grants and their audit trail."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(error::Problem))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.bearer_format = Some("JWT".into());
+        scheme.description = Some("An Entra ID access token (or, in dev mode, one from `jitgate token`).".into());
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(policies::router())
+        .merge(me::router())
+}
+
+/// The OpenAPI document, generated from the handlers themselves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = api_routes().split_for_parts();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    doc
+}
+
+/// The document as `jitgate openapi` prints it and `openapi/openapi.json` holds it.
+pub fn openapi_json() -> String {
+    let mut text = serde_json::to_string_pretty(&openapi()).expect("the OpenAPI document serialises");
+    text.push('\n');
+    text
+}
+
+/// The whole service as one axum router.
+pub fn router(state: AppState) -> Router {
+    let (api, _) = api_routes().split_for_parts();
+    let request_id = HeaderName::from_static("x-request-id");
+    api.merge(ops::router())
+        .fallback(|| async { error::Problem::for_status(StatusCode::NOT_FOUND) })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(axum::middleware::from_fn(middleware::problem_for_bare_errors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::record_metrics))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(middleware::request_span))
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(CatchPanicLayer::custom(middleware::panic_response)),
+        )
+        .with_state(state)
+}

@@ -1,0 +1,181 @@
+//! Persistence. The service sees only the [`Store`] trait; [`sqlite::SqliteStore`] (the
+//! embedded default) and [`postgres::PgStore`] (scale-out) implement it with the same SQL,
+//! written once in [`sql`], and pass the same conformance suite (`tests/store_conformance.rs`).
+//!
+//! Every write is one transaction holding the change and its audit event, appended last so
+//! that all writers take locks in the same order (row first, then the chain head).
+
+mod rows;
+mod sql;
+pub mod postgres;
+pub mod sqlite;
+
+use crate::audit::AuditEvent;
+use crate::config::DatabaseUrl;
+use crate::domain::{Policy, Principal, Scope, VmId};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+pub type DynStore = Arc<dyn Store>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates or replaces a VM's policy under `precondition`, with its audit event.
+    async fn put_policy(&self, put: PolicyPut) -> Result<PolicyWritten, StoreError>;
+
+    async fn get_policy(&self, vm: &VmId) -> Result<Option<StoredPolicy>, StoreError>;
+
+    /// Deletes a VM's policy under `precondition`, with its audit event; returns what was deleted.
+    async fn delete_policy(&self, vm: &VmId, precondition: &Precondition, by: &Principal, now: DateTime<Utc>) -> Result<StoredPolicy, StoreError>;
+
+    /// One keyset page of policies, ordered by VM id.
+    async fn list_policies(&self, filter: &PolicyFilter, page: &PageRequest) -> Result<Page<StoredPolicy>, StoreError>;
+
+    /// Audit events with `seq > after`, in chain order.
+    async fn audit_events_after(&self, after: i64, limit: u32) -> Result<Vec<AuditEvent>, StoreError>;
+}
+
+/// Opens (and migrates) the store a database URL names.
+pub async fn connect(url: &DatabaseUrl) -> anyhow::Result<DynStore> {
+    Ok(match url {
+        DatabaseUrl::Sqlite(u) => Arc::new(sqlite::SqliteStore::connect(u).await?),
+        DatabaseUrl::Postgres(u) => Arc::new(postgres::PgStore::connect(u).await?),
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// An `If-Match` / `If-None-Match` condition did not hold.
+    #[error("precondition failed")]
+    PreconditionFailed,
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub(crate) fn from_sqlx(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => StoreError::Unavailable(e.to_string()),
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+/// An HTTP conditional request, as it applies to a stored resource.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Precondition {
+    #[default]
+    None,
+    /// `If-Match: *`: the resource must exist.
+    Exists,
+    /// `If-Match: "a", "b"`: the current ETag must be one of these.
+    EtagIn(Vec<String>),
+    /// `If-None-Match: *`: the resource must not exist.
+    Absent,
+}
+
+/// Who the policy's enforcement stands with ARM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum EnforcementState {
+    Pending,
+    Applied,
+    Failed,
+}
+
+impl EnforcementState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnforcementState::Pending => "pending",
+            EnforcementState::Applied => "applied",
+            EnforcementState::Failed => "failed",
+        }
+    }
+}
+
+/// Whether the deny rules a policy calls for are in place, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Enforcement {
+    pub state: EnforcementState,
+    pub detail: String,
+    pub network_security_groups: Vec<String>,
+    pub firewalls: Vec<String>,
+}
+
+impl Enforcement {
+    /// What a freshly written policy reports until the dispatcher has applied it.
+    pub fn pending() -> Self {
+        Enforcement {
+            state: EnforcementState::Pending,
+            detail: "waiting for the deny rules to be written to ARM".into(),
+            network_security_groups: vec![],
+            firewalls: vec![],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPolicy {
+    pub vm: VmId,
+    pub policy: Policy,
+    pub etag: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: Principal,
+    pub enforcement: Enforcement,
+}
+
+/// A policy write: the new policy, its new ETag, and who wrote it when.
+#[derive(Debug, Clone)]
+pub struct PolicyPut {
+    pub vm: VmId,
+    pub policy: Policy,
+    pub etag: String,
+    pub precondition: Precondition,
+    pub by: Principal,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyWritten {
+    pub policy: StoredPolicy,
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PolicyFilter {
+    pub subscription: Option<String>,
+    pub resource_group: Option<String>,
+    /// Only policies under these scopes (the caller's visibility); `None` means everywhere.
+    pub within: Option<Vec<Scope>>,
+}
+
+/// A page request: at most `limit` rows after the row whose key is `after`.
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// The key of the last row, when more rows follow.
+    pub next_after: Option<String>,
+}

@@ -1,0 +1,94 @@
+//! Rows as both databases return them, and their conversion into domain values.
+
+use super::{Enforcement, EnforcementState, StoreError, StoredPolicy};
+use crate::audit::AuditEvent;
+use crate::domain::{Principal, VmId};
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct PolicyRow {
+    pub vm_id: String,
+    pub spec: String,
+    pub etag: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by_id: String,
+    pub updated_by_name: String,
+    pub enforcement_state: String,
+    pub enforcement_detail: String,
+    pub enforcement_nsgs: String,
+    pub enforcement_firewalls: String,
+}
+
+pub(super) const POLICY_COLUMNS: &str = "vm_id, spec, etag, created_at, updated_at, updated_by_id, updated_by_name, \
+     enforcement_state, enforcement_detail, enforcement_nsgs, enforcement_firewalls";
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+impl TryFrom<PolicyRow> for StoredPolicy {
+    type Error = StoreError;
+    fn try_from(row: PolicyRow) -> Result<Self, StoreError> {
+        let state = match row.enforcement_state.as_str() {
+            "pending" => EnforcementState::Pending,
+            "applied" => EnforcementState::Applied,
+            "failed" => EnforcementState::Failed,
+            other => return Err(corrupt("enforcement_state", other)),
+        };
+        Ok(StoredPolicy {
+            vm: VmId::parse(&row.vm_id).map_err(|e| corrupt("vm_id", e))?,
+            policy: serde_json::from_str(&row.spec).map_err(|e| corrupt("policy spec", e))?,
+            etag: row.etag,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            updated_by: Principal {
+                id: row.updated_by_id,
+                name: row.updated_by_name,
+            },
+            enforcement: Enforcement {
+                state,
+                detail: row.enforcement_detail,
+                network_security_groups: serde_json::from_str(&row.enforcement_nsgs).map_err(|e| corrupt("enforcement_nsgs", e))?,
+                firewalls: serde_json::from_str(&row.enforcement_firewalls).map_err(|e| corrupt("enforcement_firewalls", e))?,
+            },
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct AuditRow {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub event_type: String,
+    pub actor_id: String,
+    pub actor_name: String,
+    pub resource_id: String,
+    pub request_id: Option<String>,
+    pub data: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+pub(super) const AUDIT_COLUMNS: &str =
+    "seq, at, event_type, actor_id, actor_name, resource_id, request_id, data, prev_hash, hash";
+
+impl TryFrom<AuditRow> for AuditEvent {
+    type Error = StoreError;
+    fn try_from(row: AuditRow) -> Result<Self, StoreError> {
+        Ok(AuditEvent {
+            seq: row.seq,
+            at: row.at,
+            event_type: row.event_type,
+            actor: Principal {
+                id: row.actor_id,
+                name: row.actor_name,
+            },
+            resource_id: row.resource_id,
+            request_id: row.request_id,
+            data: serde_json::from_str(&row.data).map_err(|e| corrupt("audit data", e))?,
+            prev_hash: row.prev_hash,
+            hash: row.hash,
+        })
+    }
+}

@@ -1,0 +1,316 @@
+//! The SQL both backends run, written once.
+//!
+//! sqlx's generic bounds for "any database" are notoriously hard to satisfy in async code, so
+//! instead of a generic impl this macro stamps the same method bodies onto each concrete
+//! store. Both dialects accept `$N` placeholders, `RETURNING`, `ON CONFLICT` and the same
+//! types; what differs (pool set-up, claiming rows) lives in `sqlite.rs` / `postgres.rs`.
+//! A store type must provide `fn writer(&self) -> &Pool<DB>` and `fn reader(&self) -> &Pool<DB>`.
+
+use super::Precondition;
+use crate::audit::NewAuditEvent;
+use crate::domain::{Principal, VmId};
+use serde_json::json;
+
+/// The audit event for a policy change.
+pub(super) fn policy_event(event_type: &'static str, vm: &VmId, spec: serde_json::Value, etag: &str, by: &Principal) -> NewAuditEvent {
+    NewAuditEvent {
+        event_type,
+        actor: by.clone(),
+        resource_id: vm.as_str().to_string(),
+        request_id: None,
+        data: json!({ "policy": spec, "etag": etag }),
+    }
+}
+
+/// The SQL condition a precondition adds to an UPDATE or DELETE of an existing row.
+pub(super) fn etag_condition(precondition: &Precondition) -> (&'static str, Vec<String>) {
+    match precondition {
+        Precondition::None | Precondition::Exists => ("", vec![]),
+        Precondition::EtagIn(tags) => (" AND etag IN (", tags.clone()),
+        Precondition::Absent => (" AND 1 = 0", vec![]),
+    }
+}
+
+macro_rules! impl_sql_store {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            /// Appends `event` to the audit chain inside `tx`. Bumping the chain head's row first
+            /// locks it until commit, so concurrent writers queue here and the chain cannot fork.
+            async fn append_audit(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                event: $crate::audit::NewAuditEvent,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<$crate::audit::AuditEvent, $crate::store::StoreError> {
+                use $crate::store::StoreError;
+                let (prev_seq, prev_hash): (i64, String) =
+                    sqlx::query_as("UPDATE audit_chain SET seq = seq + 1 WHERE id = 1 RETURNING seq - 1, head_hash")
+                        .fetch_one(&mut **tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                let event = event.chain(prev_seq, &prev_hash, at);
+                sqlx::query("UPDATE audit_chain SET head_hash = $1 WHERE id = 1")
+                    .bind(&event.hash)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                sqlx::query(
+                    "INSERT INTO audit_events (seq, at, event_type, actor_id, actor_name, resource_id, request_id, data, prev_hash, hash) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(event.seq)
+                .bind(event.at)
+                .bind(&event.event_type)
+                .bind(&event.actor.id)
+                .bind(&event.actor.name)
+                .bind(&event.resource_id)
+                .bind(&event.request_id)
+                .bind(event.data.to_string())
+                .bind(&event.prev_hash)
+                .bind(&event.hash)
+                .execute(&mut **tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                Ok(event)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            fn backend(&self) -> &'static str {
+                Self::BACKEND
+            }
+
+            async fn ping(&self) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("SELECT 1")
+                    .execute(self.reader())
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(())
+            }
+
+            async fn put_policy(
+                &self,
+                put: $crate::store::PolicyPut,
+            ) -> Result<$crate::store::PolicyWritten, $crate::store::StoreError> {
+                use $crate::store::rows::{PolicyRow, POLICY_COLUMNS};
+                use $crate::store::{Enforcement, PolicyWritten, Precondition, StoreError};
+                use chrono::SubsecRound;
+                let now = put.now.trunc_subsecs(6);
+                let spec_json = serde_json::to_value(&put.policy).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let spec = spec_json.to_string();
+                let pending = Enforcement::pending();
+                let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
+
+                let insert = || {
+                    sqlx::query_as::<_, PolicyRow>(&*INSERT_POLICY)
+                        .bind(put.vm.key().to_string())
+                        .bind(put.vm.as_str().to_string())
+                        .bind(put.vm.subscription().to_ascii_lowercase())
+                        .bind(put.vm.resource_group().to_ascii_lowercase())
+                        .bind(spec.clone())
+                        .bind(put.etag.clone())
+                        .bind(now)
+                        .bind(put.by.id.clone())
+                        .bind(put.by.name.clone())
+                        .bind(pending.state.as_str())
+                        .bind(pending.detail.clone())
+                };
+                static INSERT_POLICY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                    format!(
+                        "INSERT INTO policies (vm_key, vm_id, subscription_key, resource_group_key, spec, etag, created_at, updated_at, \
+                         updated_by_id, updated_by_name, enforcement_state, enforcement_detail, enforcement_nsgs, enforcement_firewalls) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, '[]', '[]') \
+                         ON CONFLICT (vm_key) DO NOTHING RETURNING {}",
+                        $crate::store::rows::POLICY_COLUMNS
+                    )
+                });
+
+                let inserted = match put.precondition {
+                    Precondition::None | Precondition::Absent => {
+                        insert().fetch_optional(&mut *tx).await.map_err(StoreError::from_sqlx)?
+                    }
+                    _ => None,
+                };
+                let (row, created) = match inserted {
+                    Some(row) => (row, true),
+                    None if put.precondition == Precondition::Absent => return Err(StoreError::PreconditionFailed),
+                    None => {
+                        // The row exists (or the precondition says it must): replace it, keeping
+                        // its creation time, and re-arm enforcement for the new spec.
+                        let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE policies SET spec = ");
+                        q.push_bind(spec.clone())
+                            .push(", etag = ")
+                            .push_bind(put.etag.clone())
+                            .push(", updated_at = ")
+                            .push_bind(now)
+                            .push(", updated_by_id = ")
+                            .push_bind(put.by.id.clone())
+                            .push(", updated_by_name = ")
+                            .push_bind(put.by.name.clone())
+                            .push(", enforcement_state = ")
+                            .push_bind(pending.state.as_str())
+                            .push(", enforcement_detail = ")
+                            .push_bind(pending.detail.clone())
+                            .push(" WHERE vm_key = ")
+                            .push_bind(put.vm.key().to_string());
+                        Self::push_etag_condition(&mut q, &put.precondition);
+                        q.push(" RETURNING ").push(POLICY_COLUMNS);
+                        let row = q
+                            .build_query_as::<PolicyRow>()
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(StoreError::from_sqlx)?;
+                        match row {
+                            Some(row) => (row, false),
+                            None if put.precondition == Precondition::None => {
+                                // Deleted between our insert and update: a create again is right.
+                                let row = insert()
+                                    .fetch_optional(&mut *tx)
+                                    .await
+                                    .map_err(StoreError::from_sqlx)?
+                                    .ok_or(StoreError::PreconditionFailed)?;
+                                (row, true)
+                            }
+                            None => return Err(StoreError::PreconditionFailed),
+                        }
+                    }
+                };
+                let event_type = if created { "policy.created" } else { "policy.updated" };
+                let event = $crate::store::sql::policy_event(event_type, &put.vm, spec_json, &put.etag, &put.by);
+                Self::append_audit(&mut tx, event, now).await?;
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(PolicyWritten {
+                    policy: row.try_into()?,
+                    created,
+                })
+            }
+
+            async fn get_policy(
+                &self,
+                vm: &$crate::domain::VmId,
+            ) -> Result<Option<$crate::store::StoredPolicy>, $crate::store::StoreError> {
+                use $crate::store::rows::{PolicyRow, POLICY_COLUMNS};
+                let row: Option<PolicyRow> = sqlx::query_as(&format!("SELECT {POLICY_COLUMNS} FROM policies WHERE vm_key = $1"))
+                    .bind(vm.key().to_string())
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn delete_policy(
+                &self,
+                vm: &$crate::domain::VmId,
+                precondition: &$crate::store::Precondition,
+                by: &$crate::domain::Principal,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<$crate::store::StoredPolicy, $crate::store::StoreError> {
+                use $crate::store::rows::{PolicyRow, POLICY_COLUMNS};
+                use $crate::store::{Precondition, StoreError, StoredPolicy};
+                use chrono::SubsecRound;
+                let now = now.trunc_subsecs(6);
+                let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
+                let mut q = sqlx::QueryBuilder::<$db>::new("DELETE FROM policies WHERE vm_key = ");
+                q.push_bind(vm.key().to_string());
+                Self::push_etag_condition(&mut q, precondition);
+                q.push(" RETURNING ").push(POLICY_COLUMNS);
+                let row: Option<PolicyRow> = q.build_query_as().fetch_optional(&mut *tx).await.map_err(StoreError::from_sqlx)?;
+                let deleted: StoredPolicy = match row {
+                    Some(row) => row.try_into()?,
+                    // RFC 9110: a failed If-Match is 412 whether or not the resource exists.
+                    None if *precondition != Precondition::None => return Err(StoreError::PreconditionFailed),
+                    None => return Err(StoreError::NotFound),
+                };
+                let spec = serde_json::to_value(&deleted.policy).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let event = $crate::store::sql::policy_event("policy.deleted", vm, spec, &deleted.etag, by);
+                Self::append_audit(&mut tx, event, now).await?;
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(deleted)
+            }
+
+            async fn list_policies(
+                &self,
+                filter: &$crate::store::PolicyFilter,
+                page: &$crate::store::PageRequest,
+            ) -> Result<$crate::store::Page<$crate::store::StoredPolicy>, $crate::store::StoreError> {
+                use $crate::domain::Scope;
+                use $crate::store::rows::{PolicyRow, POLICY_COLUMNS};
+                use $crate::store::{Page, StoreError, StoredPolicy};
+                let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {POLICY_COLUMNS} FROM policies WHERE 1 = 1"));
+                if let Some(s) = &filter.subscription {
+                    q.push(" AND subscription_key = ").push_bind(s.to_ascii_lowercase());
+                }
+                if let Some(rg) = &filter.resource_group {
+                    q.push(" AND resource_group_key = ").push_bind(rg.to_ascii_lowercase());
+                }
+                if let Some(after) = &page.after {
+                    q.push(" AND vm_key > ").push_bind(after.clone());
+                }
+                if let Some(scopes) = &filter.within {
+                    q.push(" AND (1 = 0");
+                    for scope in scopes {
+                        match scope {
+                            Scope::Tenant => {
+                                q.push(" OR 1 = 1");
+                            }
+                            Scope::Subscription { subscription } => {
+                                q.push(" OR subscription_key = ").push_bind(subscription.to_ascii_lowercase());
+                            }
+                            Scope::ResourceGroup { subscription, resource_group } => {
+                                q.push(" OR (subscription_key = ")
+                                    .push_bind(subscription.to_ascii_lowercase())
+                                    .push(" AND resource_group_key = ")
+                                    .push_bind(resource_group.to_ascii_lowercase())
+                                    .push(")");
+                            }
+                            Scope::Vm(vm) => {
+                                q.push(" OR vm_key = ").push_bind(vm.key().to_string());
+                            }
+                        }
+                    }
+                    q.push(")");
+                }
+                // One row more than asked tells whether another page follows.
+                q.push(" ORDER BY vm_key LIMIT ").push_bind(i64::from(page.limit) + 1);
+                let rows: Vec<PolicyRow> = q.build_query_as().fetch_all(self.reader()).await.map_err(StoreError::from_sqlx)?;
+                let mut items = rows.into_iter().map(StoredPolicy::try_from).collect::<Result<Vec<_>, _>>()?;
+                let more = items.len() > page.limit as usize;
+                items.truncate(page.limit as usize);
+                let next_after = if more { items.last().map(|p| p.vm.key().to_string()) } else { None };
+                Ok(Page { items, next_after })
+            }
+
+            async fn audit_events_after(
+                &self,
+                after: i64,
+                limit: u32,
+            ) -> Result<Vec<$crate::audit::AuditEvent>, $crate::store::StoreError> {
+                use $crate::store::rows::{AuditRow, AUDIT_COLUMNS};
+                let rows: Vec<AuditRow> =
+                    sqlx::query_as(&format!("SELECT {AUDIT_COLUMNS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"))
+                        .bind(after)
+                        .bind(i64::from(limit))
+                        .fetch_all(self.reader())
+                        .await
+                        .map_err($crate::store::StoreError::from_sqlx)?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+        }
+
+        impl $store {
+            fn push_etag_condition(q: &mut sqlx::QueryBuilder<'_, $db>, precondition: &$crate::store::Precondition) {
+                let (sql, tags) = $crate::store::sql::etag_condition(precondition);
+                q.push(sql);
+                if !tags.is_empty() {
+                    let mut list = q.separated(", ");
+                    for tag in tags {
+                        list.push_bind(tag);
+                    }
+                    q.push(")");
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use impl_sql_store;
