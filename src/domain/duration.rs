@@ -28,7 +28,9 @@ impl FromStr for AccessDuration {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || format!("{s:?} is not an ISO 8601 duration such as PT3H, PT30M or PT1H30M");
         // The parser takes "P" and "PT" as zero; a duration with no number in it is a typo.
-        if !s.bytes().any(|b| b.is_ascii_digit()) || s.ends_with('T') {
+        // It is also lenient about signs; durations here are never negative.
+        let charset_ok = s.bytes().all(|b| b.is_ascii_digit() || b"PTYMWDHS.,".contains(&b));
+        if !charset_ok || !s.bytes().any(|b| b.is_ascii_digit()) || s.ends_with('T') {
             return Err(bad());
         }
         let parsed = iso8601::duration(s).map_err(|_| bad())?;

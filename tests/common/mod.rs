@@ -1,0 +1,194 @@
+//! Test harness: a real server on 127.0.0.1:0 over a real database (a fresh SQLite file, or a
+//! fresh PostgreSQL schema when `JITGATE_TEST_POSTGRES_URL` is set), with real signed tokens.
+#![allow(dead_code)]
+
+use jitgate::auth::dev::{DevKey, DevTokenSpec};
+use jitgate::config::{Config, Settings};
+use jitgate::domain::Scope;
+use jitgate::rbac::Role;
+use jitgate::store::{self, DynStore};
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::Value;
+use sqlx::Connection;
+use std::net::SocketAddr;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+pub const SUB: &str = "00000000-0000-0000-0000-0000000000a1";
+
+/// A database of the test's own, removed when dropped.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<TempDir>,
+    pg_schema: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        TestDb {
+            url: format!("sqlite://{}", dir.path().join("jitgate.db").display()),
+            _dir: Some(dir),
+            pg_schema: None,
+        }
+    }
+
+    /// A fresh schema in the test Postgres, or `None` when `JITGATE_TEST_POSTGRES_URL` is unset.
+    pub async fn postgres() -> Option<TestDb> {
+        let base = std::env::var("JITGATE_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
+        let schema = format!("jt_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to JITGATE_TEST_POSTGRES_URL");
+        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.expect("create schema");
+        conn.close().await.ok();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        Some(TestDb {
+            url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+            _dir: None,
+            pg_schema: Some((base, schema)),
+        })
+    }
+
+    pub async fn store(&self) -> DynStore {
+        store::connect(&jitgate::config::DatabaseUrl::parse(&self.url).unwrap()).await.expect("open store")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((base, schema)) = self.pg_schema.take() {
+            // Drop runs outside async; a short-lived runtime on its own thread does the cleanup.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                rt.block_on(async {
+                    let mut conn = sqlx::PgConnection::connect(&base).await.ok()?;
+                    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut conn).await.ok()
+                })
+            })
+            .join();
+        }
+    }
+}
+
+/// A running jitgate.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub key: DevKey,
+    pub store: DynStore,
+    pub db: TestDb,
+    _data_dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_on(TestDb::sqlite(), Settings::default()).await
+    }
+
+    pub async fn spawn_on(db: TestDb, settings: Settings) -> TestApp {
+        let data_dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            database_url: Some(db.url.clone()),
+            data_dir: Some(data_dir.path().to_path_buf()),
+            listen: Some("127.0.0.1:0".into()),
+            min_access_duration: Some("PT1S".into()),
+            ..Default::default()
+        }
+        .or(settings);
+        let config: Config = settings.resolve().expect("test config");
+        let key = DevKey::load_or_create(&config.data_dir).unwrap();
+        let store = db.store().await;
+        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = jitgate::server::app_state(config, store.clone(), key.validator());
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(jitgate::server::serve(listener, state, async {
+            let _ = rx.await;
+        }));
+        TestApp {
+            addr,
+            client: reqwest::Client::new(),
+            key,
+            store,
+            db,
+            _data_dir: data_dir,
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// A token for `user` with `roles`, tenant-wide.
+    pub fn token(&self, user: &str, roles: &[Role]) -> String {
+        self.key.mint(&DevTokenSpec::user(user, roles)).unwrap()
+    }
+
+    /// A token for `user` with `roles` narrowed to `scopes`.
+    pub fn scoped_token(&self, user: &str, roles: &[Role], scopes: &[&str]) -> String {
+        let mut spec = DevTokenSpec::user(user, roles);
+        spec.scopes = scopes.iter().map(|s| Scope::parse(s).unwrap()).collect();
+        self.key.mint(&spec).unwrap()
+    }
+
+    pub fn admin(&self) -> String {
+        self.token("admin@example.com", &[Role::Admin])
+    }
+
+    pub fn request(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(token)
+    }
+
+    pub async fn put_policy(&self, token: &str, vm: &str, body: Value) -> Response {
+        self.request(Method::PUT, &policy_path(vm), token).json(&body).send().await.unwrap()
+    }
+
+    pub async fn get_policy(&self, token: &str, vm: &str) -> Response {
+        self.request(Method::GET, &policy_path(vm), token).send().await.unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The policy URL of VM `name` in resource group `rg-web` of [`SUB`]; `name` may be
+/// `rg/vm` to pick another resource group.
+pub fn policy_path(vm: &str) -> String {
+    format!("/v1{}/policy", vm_path(vm))
+}
+
+pub fn vm_path(vm: &str) -> String {
+    let (rg, name) = vm.split_once('/').unwrap_or(("rg-web", vm));
+    format!("/subscriptions/{SUB}/resourceGroups/{rg}/virtualMachines/{name}")
+}
+
+pub fn vm_id(vm: &str) -> String {
+    let (rg, name) = vm.split_once('/').unwrap_or(("rg-web", vm));
+    format!("/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}")
+}
+
+/// Asserts a problem+json response with `status`, returning its body.
+pub async fn problem(response: Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(body["type"].as_str().unwrap().starts_with("urn:jitgate:problem:"));
+    assert!(body["title"].is_string());
+    body
+}
+
+/// The `field`s of a validation problem.
+pub fn error_fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| errors.iter().map(|e| e["field"].as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
