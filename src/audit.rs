@@ -152,7 +152,10 @@ impl ChainVerifier {
         if self.broken_at.is_some() {
             return false;
         }
-        if event.seq != self.expected_seq || event.prev_hash != self.head || event.compute_hash() != event.hash {
+        if event.seq != self.expected_seq
+            || event.prev_hash != self.head
+            || event.compute_hash() != event.hash
+        {
             // A missing row shows up at the first seq after the gap: report the seq we expected.
             self.broken_at = Some(self.expected_seq.min(event.seq));
             return false;
@@ -201,7 +204,10 @@ mod tests {
     fn chain(n: u32) -> Vec<AuditEvent> {
         let mut out: Vec<AuditEvent> = Vec::new();
         for i in 0..n {
-            let (seq, head) = out.last().map(|e| (e.seq, e.hash.clone())).unwrap_or((0, GENESIS_HASH.into()));
+            let (seq, head) = out
+                .last()
+                .map(|e| (e.seq, e.hash.clone()))
+                .unwrap_or((0, GENESIS_HASH.into()));
             out.push(event(i).chain(seq, &head, Utc::now()));
         }
         out
@@ -249,6 +255,10 @@ mod tests {
         let mut rehashed = chain(5);
         rehashed[1].actor.name = "mallory".into();
         rehashed[1].hash = rehashed[1].compute_hash();
-        assert_eq!(verify(&rehashed).broken_at, Some(3), "a recomputed hash still breaks the next link");
+        assert_eq!(
+            verify(&rehashed).broken_at,
+            Some(3),
+            "a recomputed hash still breaks the next link"
+        );
     }
 }

@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "jitgate", version, about = "Just-in-time access to Azure VM management ports")]
+#[command(
+    name = "jitgate",
+    version,
+    about = "Just-in-time access to Azure VM management ports"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -138,5 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

@@ -77,7 +77,10 @@ pub enum DatabaseUrl {
 
 impl DatabaseUrl {
     pub fn parse(url: &str) -> Result<Self, String> {
-        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
             if path.is_empty() {
                 return Err("sqlite:// needs a file path, such as sqlite://jitgate.db".into());
             }
@@ -210,17 +213,28 @@ impl Settings {
             reason,
         };
         let listen_s = self.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
-        let listen = listen_s
-            .parse()
-            .map_err(|_| bad("JITGATE_LISTEN", &listen_s, "expected HOST:PORT such as 127.0.0.1:8080".into()))?;
+        let listen = listen_s.parse().map_err(|_| {
+            bad(
+                "JITGATE_LISTEN",
+                &listen_s,
+                "expected HOST:PORT such as 127.0.0.1:8080".into(),
+            )
+        })?;
 
-        let db_s = self.database_url.unwrap_or_else(|| "sqlite://jitgate.db".into());
-        let database = DatabaseUrl::parse(&db_s).map_err(|r| bad("JITGATE_DATABASE_URL", &redact_url(&db_s), r))?;
+        let db_s = self
+            .database_url
+            .unwrap_or_else(|| "sqlite://jitgate.db".into());
+        let database = DatabaseUrl::parse(&db_s)
+            .map_err(|r| bad("JITGATE_DATABASE_URL", &redact_url(&db_s), r))?;
 
         let url = |setting: &'static str, value: String| -> Result<Url, ConfigError> {
             match Url::parse(&value) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(u),
-                Ok(_) => Err(bad(setting, &value, "expected an http:// or https:// URL".into())),
+                Ok(_) => Err(bad(
+                    setting,
+                    &value,
+                    "expected an http:// or https:// URL".into(),
+                )),
                 Err(e) => Err(bad(setting, &value, format!("not a valid URL: {e}"))),
             }
         };
@@ -229,16 +243,28 @@ impl Settings {
         let auth = match auth_mode.as_str() {
             "dev" => AuthConfig::Dev,
             "entra" => {
-                let tenant_id = self.entra_tenant_id.filter(|t| !t.is_empty()).ok_or_else(|| {
-                    bad("JITGATE_ENTRA_TENANT_ID", "", "required when JITGATE_AUTH_MODE=entra".into())
-                })?;
+                let tenant_id =
+                    self.entra_tenant_id
+                        .filter(|t| !t.is_empty())
+                        .ok_or_else(|| {
+                            bad(
+                                "JITGATE_ENTRA_TENANT_ID",
+                                "",
+                                "required when JITGATE_AUTH_MODE=entra".into(),
+                            )
+                        })?;
                 let audiences = split_list(self.entra_audience.as_deref());
                 if audiences.is_empty() {
-                    return Err(bad("JITGATE_ENTRA_AUDIENCE", "", "required when JITGATE_AUTH_MODE=entra".into()));
+                    return Err(bad(
+                        "JITGATE_ENTRA_AUDIENCE",
+                        "",
+                        "required when JITGATE_AUTH_MODE=entra".into(),
+                    ));
                 }
                 let authority = url(
                     "JITGATE_ENTRA_AUTHORITY",
-                    self.entra_authority.unwrap_or_else(|| "https://login.microsoftonline.com".into()),
+                    self.entra_authority
+                        .unwrap_or_else(|| "https://login.microsoftonline.com".into()),
                 )?;
                 AuthConfig::Entra {
                     tenant_id,
@@ -246,13 +272,25 @@ impl Settings {
                     authority,
                 }
             }
-            other => return Err(bad("JITGATE_AUTH_MODE", other, "expected dev or entra".into())),
+            other => {
+                return Err(bad(
+                    "JITGATE_AUTH_MODE",
+                    other,
+                    "expected dev or entra".into(),
+                ))
+            }
         };
 
         let arm_mode = match self.arm_mode.as_deref().unwrap_or("sim") {
             "sim" => ArmMode::Sim,
             "azure" => ArmMode::Azure,
-            other => return Err(bad("JITGATE_ARM_MODE", other, "expected sim or azure".into())),
+            other => {
+                return Err(bad(
+                    "JITGATE_ARM_MODE",
+                    other,
+                    "expected sim or azure".into(),
+                ))
+            }
         };
         let credential = match self.arm_credential.as_deref().unwrap_or("managed-identity") {
             "managed-identity" => ArmCredentialKind::ManagedIdentity,
@@ -267,20 +305,35 @@ impl Settings {
                 ))
             }
         };
-        let static_token = self.arm_static_token.filter(|t| !t.is_empty()).map(SecretString::from);
-        if credential == ArmCredentialKind::Static && arm_mode == ArmMode::Azure && static_token.is_none() {
-            return Err(bad("JITGATE_ARM_STATIC_TOKEN", "", "required when JITGATE_ARM_CREDENTIAL=static".into()));
+        let static_token = self
+            .arm_static_token
+            .filter(|t| !t.is_empty())
+            .map(SecretString::from);
+        if credential == ArmCredentialKind::Static
+            && arm_mode == ArmMode::Azure
+            && static_token.is_none()
+        {
+            return Err(bad(
+                "JITGATE_ARM_STATIC_TOKEN",
+                "",
+                "required when JITGATE_ARM_CREDENTIAL=static".into(),
+            ));
         }
-        let imds_default = std::env::var("IDENTITY_ENDPOINT").unwrap_or_else(|_| "http://169.254.169.254".into());
+        let imds_default =
+            std::env::var("IDENTITY_ENDPOINT").unwrap_or_else(|_| "http://169.254.169.254".into());
         let arm = ArmConfig {
             mode: arm_mode,
             endpoint: url(
                 "JITGATE_ARM_ENDPOINT",
-                self.arm_endpoint.unwrap_or_else(|| "https://management.azure.com".into()),
+                self.arm_endpoint
+                    .unwrap_or_else(|| "https://management.azure.com".into()),
             )?,
             credential,
             static_token,
-            imds_endpoint: url("JITGATE_IMDS_ENDPOINT", self.imds_endpoint.unwrap_or(imds_default))?,
+            imds_endpoint: url(
+                "JITGATE_IMDS_ENDPOINT",
+                self.imds_endpoint.unwrap_or(imds_default),
+            )?,
         };
 
         let subscriptions = split_list(self.subscriptions.as_deref());
@@ -294,14 +347,26 @@ impl Settings {
             .map(|p| {
                 p.parse::<IpNet>()
                     .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| bad("JITGATE_TRUSTED_PROXIES", p, "expected IP addresses or CIDR blocks".into()))
+                    .map_err(|_| {
+                        bad(
+                            "JITGATE_TRUSTED_PROXIES",
+                            p,
+                            "expected IP addresses or CIDR blocks".into(),
+                        )
+                    })
             })
             .collect::<Result<_, _>>()?;
 
         let min_s = self.min_access_duration.unwrap_or_else(|| "PT5M".into());
-        let min: AccessDuration = min_s.parse().map_err(|r| bad("JITGATE_MIN_ACCESS_DURATION", &min_s, r))?;
+        let min: AccessDuration = min_s
+            .parse()
+            .map_err(|r| bad("JITGATE_MIN_ACCESS_DURATION", &min_s, r))?;
         if min.as_secs() == 0 || min > DurationLimits::MAX {
-            return Err(bad("JITGATE_MIN_ACCESS_DURATION", &min_s, "expected from PT1S to PT24H".into()));
+            return Err(bad(
+                "JITGATE_MIN_ACCESS_DURATION",
+                &min_s,
+                "expected from PT1S to PT24H".into(),
+            ));
         }
 
         let prio_s = self.rule_priority_base.unwrap_or_else(|| "100".into());
@@ -309,12 +374,24 @@ impl Settings {
             .parse::<u16>()
             .ok()
             .filter(|p| (100..4096).contains(p))
-            .ok_or_else(|| bad("JITGATE_RULE_PRIORITY_BASE", &prio_s, "expected a number from 100 to 4095 (NSG priorities)".into()))?;
+            .ok_or_else(|| {
+                bad(
+                    "JITGATE_RULE_PRIORITY_BASE",
+                    &prio_s,
+                    "expected a number from 100 to 4095 (NSG priorities)".into(),
+                )
+            })?;
 
         let log_format = match self.log_format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
-            other => return Err(bad("JITGATE_LOG_FORMAT", other, "expected text or json".into())),
+            other => {
+                return Err(bad(
+                    "JITGATE_LOG_FORMAT",
+                    other,
+                    "expected text or json".into(),
+                ))
+            }
         };
 
         Ok(Config {
@@ -349,7 +426,9 @@ pub fn redact_url(url: &str) -> String {
         return url.to_string();
     };
     let authority_start = scheme_end + 3;
-    let authority_end = url[authority_start..].find('/').map_or(url.len(), |i| authority_start + i);
+    let authority_end = url[authority_start..]
+        .find('/')
+        .map_or(url.len(), |i| authority_start + i);
     let authority = &url[authority_start..authority_end];
     match (authority.rfind('@'), authority.find(':')) {
         (Some(at), Some(colon)) if colon < at => format!(
@@ -370,7 +449,10 @@ mod tests {
     fn no_settings_give_the_embedded_default() {
         let c = Settings::default().resolve().unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.database, DatabaseUrl::Sqlite("sqlite://jitgate.db".into()));
+        assert_eq!(
+            c.database,
+            DatabaseUrl::Sqlite("sqlite://jitgate.db".into())
+        );
         assert!(matches!(c.auth, AuthConfig::Dev));
         assert_eq!(c.arm.mode, ArmMode::Sim);
         assert_eq!(c.durations.min.to_string(), "PT5M");
@@ -380,39 +462,103 @@ mod tests {
     #[test]
     fn bad_values_name_the_setting_in_one_line() {
         let cases: Vec<(Settings, &str)> = vec![
-            (Settings { database_url: Some("mysql://x".into()), ..Default::default() }, "JITGATE_DATABASE_URL"),
-            (Settings { auth_mode: Some("kerberos".into()), ..Default::default() }, "JITGATE_AUTH_MODE"),
-            (Settings { auth_mode: Some("entra".into()), ..Default::default() }, "JITGATE_ENTRA_TENANT_ID"),
-            (Settings { arm_endpoint: Some("not a url".into()), ..Default::default() }, "JITGATE_ARM_ENDPOINT"),
-            (Settings { listen: Some("8080".into()), ..Default::default() }, "JITGATE_LISTEN"),
-            (Settings { trusted_proxies: Some("10.0.0.0/8,bogus".into()), ..Default::default() }, "JITGATE_TRUSTED_PROXIES"),
-            (Settings { min_access_duration: Some("P1M".into()), ..Default::default() }, "JITGATE_MIN_ACCESS_DURATION"),
-            (Settings { rule_priority_base: Some("5000".into()), ..Default::default() }, "JITGATE_RULE_PRIORITY_BASE"),
+            (
+                Settings {
+                    database_url: Some("mysql://x".into()),
+                    ..Default::default()
+                },
+                "JITGATE_DATABASE_URL",
+            ),
+            (
+                Settings {
+                    auth_mode: Some("kerberos".into()),
+                    ..Default::default()
+                },
+                "JITGATE_AUTH_MODE",
+            ),
+            (
+                Settings {
+                    auth_mode: Some("entra".into()),
+                    ..Default::default()
+                },
+                "JITGATE_ENTRA_TENANT_ID",
+            ),
+            (
+                Settings {
+                    arm_endpoint: Some("not a url".into()),
+                    ..Default::default()
+                },
+                "JITGATE_ARM_ENDPOINT",
+            ),
+            (
+                Settings {
+                    listen: Some("8080".into()),
+                    ..Default::default()
+                },
+                "JITGATE_LISTEN",
+            ),
+            (
+                Settings {
+                    trusted_proxies: Some("10.0.0.0/8,bogus".into()),
+                    ..Default::default()
+                },
+                "JITGATE_TRUSTED_PROXIES",
+            ),
+            (
+                Settings {
+                    min_access_duration: Some("P1M".into()),
+                    ..Default::default()
+                },
+                "JITGATE_MIN_ACCESS_DURATION",
+            ),
+            (
+                Settings {
+                    rule_priority_base: Some("5000".into()),
+                    ..Default::default()
+                },
+                "JITGATE_RULE_PRIORITY_BASE",
+            ),
         ];
         for (settings, setting) in cases {
             let message = settings.resolve().unwrap_err().to_string();
-            assert!(message.starts_with(&format!("invalid {setting}")), "{message}");
+            assert!(
+                message.starts_with(&format!("invalid {setting}")),
+                "{message}"
+            );
             assert!(!message.contains('\n'));
         }
     }
 
     #[test]
     fn flags_and_env_win_over_the_file() {
-        let file: Settings = toml::from_str("listen = \"0.0.0.0:9000\"\nlog_format = \"json\"\n").unwrap();
-        let given = Settings { listen: Some("127.0.0.1:1".into()), ..Default::default() };
+        let file: Settings =
+            toml::from_str("listen = \"0.0.0.0:9000\"\nlog_format = \"json\"\n").unwrap();
+        let given = Settings {
+            listen: Some("127.0.0.1:1".into()),
+            ..Default::default()
+        };
         let c = given.or(file).resolve().unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:1");
         assert_eq!(c.log_format, LogFormat::Json);
-        assert!(toml::from_str::<Settings>("lisen = \"x\"").is_err(), "a misspelt key is refused");
+        assert!(
+            toml::from_str::<Settings>("lisen = \"x\"").is_err(),
+            "a misspelt key is refused"
+        );
     }
 
     #[test]
     fn passwords_never_reach_messages() {
-        let e = Settings { database_url: Some("postgres://u:hunter2@h:99999/db".into()), ..Default::default() }
-            .resolve()
-            .unwrap_err();
+        let e = Settings {
+            database_url: Some("postgres://u:hunter2@h:99999/db".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
         assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact_url("postgres://h/db?user=a@b"), "postgres://h/db?user=a@b");
+        assert_eq!(
+            redact_url("postgres://h/db?user=a@b"),
+            "postgres://h/db?user=a@b"
+        );
     }
 }

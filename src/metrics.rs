@@ -40,8 +40,16 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("jitgate");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
-        registry.register("http_requests", "HTTP requests answered, by route and status", requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency, by route", latency.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency, by route",
+            latency.clone(),
+        );
         Metrics {
             registry,
             requests,

@@ -25,7 +25,13 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [Role::Admin, Role::Approver, Role::Requester, Role::Auditor, Role::Bot];
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Approver,
+        Role::Requester,
+        Role::Auditor,
+        Role::Bot,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -162,9 +168,19 @@ mod tests {
 
     #[test]
     fn only_admins_write_policies() {
-        assert!(authorize(&caller(&[(Role::Admin, "/")]), Action::WritePolicy, &vm("s1", "rg")).is_ok());
+        assert!(authorize(
+            &caller(&[(Role::Admin, "/")]),
+            Action::WritePolicy,
+            &vm("s1", "rg")
+        )
+        .is_ok());
         for role in [Role::Approver, Role::Requester, Role::Auditor, Role::Bot] {
-            assert!(authorize(&caller(&[(role, "/")]), Action::WritePolicy, &vm("s1", "rg")).is_err());
+            assert!(authorize(
+                &caller(&[(role, "/")]),
+                Action::WritePolicy,
+                &vm("s1", "rg")
+            )
+            .is_err());
         }
     }
 
@@ -178,11 +194,20 @@ mod tests {
 
     #[test]
     fn visibility_is_everywhere_only_for_tenant_wide_roles() {
-        assert_eq!(visible_scopes(&caller(&[(Role::Auditor, "/")]), Action::ReadPolicy), Visibility::Everywhere);
         assert_eq!(
-            visible_scopes(&caller(&[(Role::Requester, "/subscriptions/s1")]), Action::ReadPolicy),
+            visible_scopes(&caller(&[(Role::Auditor, "/")]), Action::ReadPolicy),
+            Visibility::Everywhere
+        );
+        assert_eq!(
+            visible_scopes(
+                &caller(&[(Role::Requester, "/subscriptions/s1")]),
+                Action::ReadPolicy
+            ),
             Visibility::Within(vec![Scope::parse("/subscriptions/s1").unwrap()])
         );
-        assert_eq!(visible_scopes(&caller(&[]), Action::ReadPolicy), Visibility::Within(vec![]));
+        assert_eq!(
+            visible_scopes(&caller(&[]), Action::ReadPolicy),
+            Visibility::Within(vec![])
+        );
     }
 }

@@ -32,18 +32,28 @@ pub fn app_state(config: Config, store: DynStore, auth: TokenValidator) -> AppSt
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then finishes the requests in flight.
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let app = api::router(state);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// `jitgate serve`.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let store = store::connect(&config.database)
-        .await
-        .with_context(|| format!("opening the database {}", redact_url(database_url(&config.database))))?;
+    let store = store::connect(&config.database).await.with_context(|| {
+        format!(
+            "opening the database {}",
+            redact_url(database_url(&config.database))
+        )
+    })?;
     let auth = token_validator(&config)?;
     let listener = TcpListener::bind(config.listen)
         .await

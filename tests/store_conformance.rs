@@ -7,7 +7,9 @@ use chrono::{Duration, Utc};
 use common::TestDb;
 use jitgate::audit::{AuditEvent, ChainVerifier};
 use jitgate::domain::{DurationLimits, Policy, PolicyDraft, Principal, Scope, VmId};
-use jitgate::store::{DynStore, EnforcementState, PageRequest, PolicyFilter, PolicyPut, Precondition, StoreError};
+use jitgate::store::{
+    DynStore, EnforcementState, PageRequest, PolicyFilter, PolicyPut, Precondition, StoreError,
+};
 use serde_json::json;
 
 macro_rules! conformance {
@@ -97,7 +99,10 @@ async fn answers_ping(store: DynStore) {
 
 async fn creates_then_replaces_keeping_the_creation_time(store: DynStore) {
     let id = vm("s1", "rg", "vm1");
-    let first = store.put_policy(put(&id, &[22], "e1", Precondition::None)).await.unwrap();
+    let first = store
+        .put_policy(put(&id, &[22], "e1", Precondition::None))
+        .await
+        .unwrap();
     assert!(first.created);
     assert_eq!(first.policy.enforcement.state, EnforcementState::Pending);
     let mut second_put = put(&id, &[22, 3389], "e2", Precondition::None);
@@ -114,38 +119,75 @@ async fn creates_then_replaces_keeping_the_creation_time(store: DynStore) {
 
 async fn finds_a_policy_whatever_the_case_of_its_id(store: DynStore) {
     let id = vm("S1", "RG-Web", "Vm1");
-    store.put_policy(put(&id, &[22], "e1", Precondition::None)).await.unwrap();
+    store
+        .put_policy(put(&id, &[22], "e1", Precondition::None))
+        .await
+        .unwrap();
     let other_case = VmId::parse(&id.as_str().to_ascii_lowercase()).unwrap();
     let read = store.get_policy(&other_case).await.unwrap().unwrap();
     assert_eq!(read.vm.as_str(), id.as_str(), "returned as first stored");
     // Writing through the other spelling replaces the same policy.
-    let again = store.put_policy(put(&other_case, &[22], "e2", Precondition::None)).await.unwrap();
+    let again = store
+        .put_policy(put(&other_case, &[22], "e2", Precondition::None))
+        .await
+        .unwrap();
     assert!(!again.created);
 }
 
 async fn a_stale_etag_changes_nothing(store: DynStore) {
     let id = vm("s1", "rg", "vm1");
-    store.put_policy(put(&id, &[22], "e1", Precondition::None)).await.unwrap();
+    store
+        .put_policy(put(&id, &[22], "e1", Precondition::None))
+        .await
+        .unwrap();
     let events_before = all_events(&store).await.len();
     let stale = store
-        .put_policy(put(&id, &[3389], "e2", Precondition::EtagIn(vec!["\"nope\"".into()])))
+        .put_policy(put(
+            &id,
+            &[3389],
+            "e2",
+            Precondition::EtagIn(vec!["\"nope\"".into()]),
+        ))
         .await;
     assert!(matches!(stale, Err(StoreError::PreconditionFailed)));
     let missing = store
-        .put_policy(put(&vm("s1", "rg", "absent"), &[22], "e3", Precondition::Exists))
+        .put_policy(put(
+            &vm("s1", "rg", "absent"),
+            &[22],
+            "e3",
+            Precondition::Exists,
+        ))
         .await;
     assert!(matches!(missing, Err(StoreError::PreconditionFailed)));
-    assert!(store.get_policy(&vm("s1", "rg", "absent")).await.unwrap().is_none());
+    assert!(store
+        .get_policy(&vm("s1", "rg", "absent"))
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(store.get_policy(&id).await.unwrap().unwrap().etag, "\"e1\"");
-    assert_eq!(all_events(&store).await.len(), events_before, "a refused write leaves no audit event");
+    assert_eq!(
+        all_events(&store).await.len(),
+        events_before,
+        "a refused write leaves no audit event"
+    );
 
     let current = store
-        .put_policy(put(&id, &[3389], "e4", Precondition::EtagIn(vec!["\"x\"".into(), "\"e1\"".into()])))
+        .put_policy(put(
+            &id,
+            &[3389],
+            "e4",
+            Precondition::EtagIn(vec!["\"x\"".into(), "\"e1\"".into()]),
+        ))
         .await
         .unwrap();
     assert_eq!(current.policy.etag, "\"e4\"");
     let stale_delete = store
-        .delete_policy(&id, &Precondition::EtagIn(vec!["\"e1\"".into()]), &alice(), Utc::now())
+        .delete_policy(
+            &id,
+            &Precondition::EtagIn(vec!["\"e1\"".into()]),
+            &alice(),
+            Utc::now(),
+        )
         .await;
     assert!(matches!(stale_delete, Err(StoreError::PreconditionFailed)));
     assert!(store.get_policy(&id).await.unwrap().is_some());
@@ -153,19 +195,35 @@ async fn a_stale_etag_changes_nothing(store: DynStore) {
 
 async fn if_none_match_creates_only(store: DynStore) {
     let id = vm("s1", "rg", "vm1");
-    assert!(store.put_policy(put(&id, &[22], "e1", Precondition::Absent)).await.unwrap().created);
-    let again = store.put_policy(put(&id, &[3389], "e2", Precondition::Absent)).await;
+    assert!(
+        store
+            .put_policy(put(&id, &[22], "e1", Precondition::Absent))
+            .await
+            .unwrap()
+            .created
+    );
+    let again = store
+        .put_policy(put(&id, &[3389], "e2", Precondition::Absent))
+        .await;
     assert!(matches!(again, Err(StoreError::PreconditionFailed)));
     assert_eq!(store.get_policy(&id).await.unwrap().unwrap().etag, "\"e1\"");
 }
 
 async fn delete_returns_what_it_removed(store: DynStore) {
     let id = vm("s1", "rg", "vm1");
-    store.put_policy(put(&id, &[22], "e1", Precondition::None)).await.unwrap();
-    let deleted = store.delete_policy(&id, &Precondition::None, &alice(), Utc::now()).await.unwrap();
+    store
+        .put_policy(put(&id, &[22], "e1", Precondition::None))
+        .await
+        .unwrap();
+    let deleted = store
+        .delete_policy(&id, &Precondition::None, &alice(), Utc::now())
+        .await
+        .unwrap();
     assert_eq!(deleted.etag, "\"e1\"");
     assert!(store.get_policy(&id).await.unwrap().is_none());
-    let again = store.delete_policy(&id, &Precondition::None, &alice(), Utc::now()).await;
+    let again = store
+        .delete_policy(&id, &Precondition::None, &alice(), Utc::now())
+        .await;
     assert!(matches!(again, Err(StoreError::NotFound)));
     let events = all_events(&store).await;
     assert_eq!(events.last().unwrap().event_type, "policy.deleted");
@@ -173,41 +231,100 @@ async fn delete_returns_what_it_removed(store: DynStore) {
 
 async fn pages_are_keyset_stable_while_rows_are_added(store: DynStore) {
     for name in ["vm2", "vm4", "vm6", "vm8"] {
-        store.put_policy(put(&vm("s1", "rg", name), &[22], name, Precondition::None)).await.unwrap();
+        store
+            .put_policy(put(&vm("s1", "rg", name), &[22], name, Precondition::None))
+            .await
+            .unwrap();
     }
     let filter = PolicyFilter::default();
-    let first = store.list_policies(&filter, &PageRequest { limit: 2, after: None }).await.unwrap();
+    let first = store
+        .list_policies(
+            &filter,
+            &PageRequest {
+                limit: 2,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
     let names: Vec<&str> = first.items.iter().map(|p| p.vm.name()).collect();
     assert_eq!(names, ["vm2", "vm4"]);
     // Rows added before and after the cursor do not shift the next page.
     for name in ["vm1", "vm3", "vm9"] {
-        store.put_policy(put(&vm("s1", "rg", name), &[22], name, Precondition::None)).await.unwrap();
+        store
+            .put_policy(put(&vm("s1", "rg", name), &[22], name, Precondition::None))
+            .await
+            .unwrap();
     }
     let second = store
-        .list_policies(&filter, &PageRequest { limit: 2, after: first.next_after.clone() })
+        .list_policies(
+            &filter,
+            &PageRequest {
+                limit: 2,
+                after: first.next_after.clone(),
+            },
+        )
         .await
         .unwrap();
     let names: Vec<&str> = second.items.iter().map(|p| p.vm.name()).collect();
     assert_eq!(names, ["vm6", "vm8"]);
     let last = store
-        .list_policies(&filter, &PageRequest { limit: 2, after: second.next_after.clone() })
+        .list_policies(
+            &filter,
+            &PageRequest {
+                limit: 2,
+                after: second.next_after.clone(),
+            },
+        )
         .await
         .unwrap();
-    assert_eq!(last.items.iter().map(|p| p.vm.name()).collect::<Vec<_>>(), ["vm9"]);
+    assert_eq!(
+        last.items.iter().map(|p| p.vm.name()).collect::<Vec<_>>(),
+        ["vm9"]
+    );
     assert!(last.next_after.is_none());
 }
 
 async fn lists_filter_by_subscription_resource_group_and_scope(store: DynStore) {
-    for (sub, rg, name) in [("s1", "rg-a", "vm1"), ("s1", "rg-b", "vm2"), ("s2", "rg-a", "vm3"), ("s10", "rg-a", "vm4")] {
-        store.put_policy(put(&vm(sub, rg, name), &[22], name, Precondition::None)).await.unwrap();
+    for (sub, rg, name) in [
+        ("s1", "rg-a", "vm1"),
+        ("s1", "rg-b", "vm2"),
+        ("s2", "rg-a", "vm3"),
+        ("s10", "rg-a", "vm4"),
+    ] {
+        store
+            .put_policy(put(&vm(sub, rg, name), &[22], name, Precondition::None))
+            .await
+            .unwrap();
     }
-    let page = PageRequest { limit: 100, after: None };
-    let names = |items: Vec<jitgate::store::StoredPolicy>| items.iter().map(|p| p.vm.name().to_string()).collect::<Vec<_>>();
+    let page = PageRequest {
+        limit: 100,
+        after: None,
+    };
+    let names = |items: Vec<jitgate::store::StoredPolicy>| {
+        items
+            .iter()
+            .map(|p| p.vm.name().to_string())
+            .collect::<Vec<_>>()
+    };
 
-    let by_sub = PolicyFilter { subscription: Some("S1".into()), ..Default::default() };
-    assert_eq!(names(store.list_policies(&by_sub, &page).await.unwrap().items), ["vm1", "vm2"]);
-    let by_rg = PolicyFilter { subscription: Some("s1".into()), resource_group: Some("RG-A".into()), ..Default::default() };
-    assert_eq!(names(store.list_policies(&by_rg, &page).await.unwrap().items), ["vm1"]);
+    let by_sub = PolicyFilter {
+        subscription: Some("S1".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(store.list_policies(&by_sub, &page).await.unwrap().items),
+        ["vm1", "vm2"]
+    );
+    let by_rg = PolicyFilter {
+        subscription: Some("s1".into()),
+        resource_group: Some("RG-A".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(store.list_policies(&by_rg, &page).await.unwrap().items),
+        ["vm1"]
+    );
 
     let scoped = PolicyFilter {
         within: Some(vec![
@@ -216,22 +333,53 @@ async fn lists_filter_by_subscription_resource_group_and_scope(store: DynStore) 
         ]),
         ..Default::default()
     };
-    assert_eq!(names(store.list_policies(&scoped, &page).await.unwrap().items), ["vm2", "vm3"]);
-    let nothing = PolicyFilter { within: Some(vec![]), ..Default::default() };
-    assert!(store.list_policies(&nothing, &page).await.unwrap().items.is_empty());
-    let one_vm = PolicyFilter { within: Some(vec![Scope::Vm(vm("S10", "RG-A", "VM4"))]), ..Default::default() };
-    assert_eq!(names(store.list_policies(&one_vm, &page).await.unwrap().items), ["vm4"]);
+    assert_eq!(
+        names(store.list_policies(&scoped, &page).await.unwrap().items),
+        ["vm2", "vm3"]
+    );
+    let nothing = PolicyFilter {
+        within: Some(vec![]),
+        ..Default::default()
+    };
+    assert!(store
+        .list_policies(&nothing, &page)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    let one_vm = PolicyFilter {
+        within: Some(vec![Scope::Vm(vm("S10", "RG-A", "VM4"))]),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(store.list_policies(&one_vm, &page).await.unwrap().items),
+        ["vm4"]
+    );
 }
 
 async fn every_write_appends_one_chained_audit_event(store: DynStore) {
     let id = vm("s1", "rg", "vm1");
-    store.put_policy(put(&id, &[22], "e1", Precondition::None)).await.unwrap();
-    store.put_policy(put(&id, &[3389], "e2", Precondition::None)).await.unwrap();
-    store.delete_policy(&id, &Precondition::None, &alice(), Utc::now()).await.unwrap();
+    store
+        .put_policy(put(&id, &[22], "e1", Precondition::None))
+        .await
+        .unwrap();
+    store
+        .put_policy(put(&id, &[3389], "e2", Precondition::None))
+        .await
+        .unwrap();
+    store
+        .delete_policy(&id, &Precondition::None, &alice(), Utc::now())
+        .await
+        .unwrap();
     let events = all_events(&store).await;
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    assert_eq!(types, ["policy.created", "policy.updated", "policy.deleted"]);
-    assert!(events.iter().all(|e| e.actor == alice() && e.resource_id == id.as_str()));
+    assert_eq!(
+        types,
+        ["policy.created", "policy.updated", "policy.deleted"]
+    );
+    assert!(events
+        .iter()
+        .all(|e| e.actor == alice() && e.resource_id == id.as_str()));
     assert_eq!(events[1].data["policy"]["ports"][0]["number"], 3389);
     assert_eq!(events[1].data["etag"], "\"e2\"");
     assert_chain_ok(&events);
@@ -244,7 +392,10 @@ async fn concurrent_writers_keep_one_unforked_chain(store: DynStore) {
             tokio::spawn(async move {
                 // Three writers per VM, so that rows and the chain head are both contended.
                 let id = vm("s1", "rg", &format!("vm{}", i % 8));
-                store.put_policy(put(&id, &[22], &format!("e{i}"), Precondition::None)).await.unwrap()
+                store
+                    .put_policy(put(&id, &[22], &format!("e{i}"), Precondition::None))
+                    .await
+                    .unwrap()
             })
         })
         .collect();
@@ -257,6 +408,12 @@ async fn concurrent_writers_keep_one_unforked_chain(store: DynStore) {
     assert_eq!(created, 8, "each VM's policy is created exactly once");
     let events = all_events(&store).await;
     assert_eq!(events.len(), 24);
-    assert_eq!(events.iter().filter(|e| e.event_type == "policy.created").count(), 8);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.event_type == "policy.created")
+            .count(),
+        8
+    );
     assert_chain_ok(&events);
 }

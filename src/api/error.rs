@@ -30,7 +30,12 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<Option<String>>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        slug: &str,
+        title: &str,
+        detail: impl Into<Option<String>>,
+    ) -> Self {
         Problem {
             kind: format!("urn:jitgate:problem:{slug}"),
             title: title.to_string(),
@@ -52,7 +57,12 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self).unwrap_or_default();
-        (status, [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))], body).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
+            body,
+        )
+            .into_response()
     }
 }
 
@@ -104,9 +114,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => ApiError::NotFound("no such resource".into()),
-            StoreError::PreconditionFailed => {
-                ApiError::PreconditionFailed("the resource's current ETag does not match If-Match / If-None-Match".into())
-            }
+            StoreError::PreconditionFailed => ApiError::PreconditionFailed(
+                "the resource's current ETag does not match If-Match / If-None-Match".into(),
+            ),
             StoreError::Unavailable(why) => ApiError::Unavailable(why),
             other => ApiError::Internal(other.into()),
         }
@@ -120,30 +130,71 @@ impl IntoResponse for ApiError {
             ApiError::Validation(errors) => Problem {
                 detail: Some(errors.to_string()),
                 errors: errors.0,
-                ..Problem::new(S::BAD_REQUEST, "validation", "The request is not valid", None)
+                ..Problem::new(
+                    S::BAD_REQUEST,
+                    "validation",
+                    "The request is not valid",
+                    None,
+                )
             },
-            ApiError::BadRequest(detail) => Problem::new(S::BAD_REQUEST, "bad-request", "The request is malformed", detail),
+            ApiError::BadRequest(detail) => Problem::new(
+                S::BAD_REQUEST,
+                "bad-request",
+                "The request is malformed",
+                detail,
+            ),
             ApiError::Unauthorized(reason) => {
-                let mut response =
-                    Problem::new(S::UNAUTHORIZED, "unauthorized", "A valid bearer token is required", reason.to_string()).into_response();
-                let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{reason}\"");
+                let mut response = Problem::new(
+                    S::UNAUTHORIZED,
+                    "unauthorized",
+                    "A valid bearer token is required",
+                    reason.to_string(),
+                )
+                .into_response();
+                let challenge =
+                    format!("Bearer error=\"invalid_token\", error_description=\"{reason}\"");
                 if let Ok(value) = HeaderValue::from_str(&challenge) {
-                    response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, value);
                 }
                 return response;
             }
-            ApiError::Forbidden(detail) => Problem::new(S::FORBIDDEN, "forbidden", "The caller lacks the role for this", detail),
-            ApiError::NotFound(detail) => Problem::new(S::NOT_FOUND, "not-found", "Not found", detail),
-            ApiError::PreconditionFailed(detail) => {
-                Problem::new(S::PRECONDITION_FAILED, "precondition-failed", "The resource has changed", detail)
+            ApiError::Forbidden(detail) => Problem::new(
+                S::FORBIDDEN,
+                "forbidden",
+                "The caller lacks the role for this",
+                detail,
+            ),
+            ApiError::NotFound(detail) => {
+                Problem::new(S::NOT_FOUND, "not-found", "Not found", detail)
             }
-            ApiError::PayloadTooLarge(detail) => Problem::new(S::PAYLOAD_TOO_LARGE, "payload-too-large", "The body is too large", detail),
-            ApiError::UnsupportedMediaType(detail) => {
-                Problem::new(S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Send application/json", detail)
-            }
+            ApiError::PreconditionFailed(detail) => Problem::new(
+                S::PRECONDITION_FAILED,
+                "precondition-failed",
+                "The resource has changed",
+                detail,
+            ),
+            ApiError::PayloadTooLarge(detail) => Problem::new(
+                S::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "The body is too large",
+                detail,
+            ),
+            ApiError::UnsupportedMediaType(detail) => Problem::new(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Send application/json",
+                detail,
+            ),
             ApiError::Unavailable(why) => {
                 tracing::warn!(error = %why, "service unavailable");
-                Problem::new(S::SERVICE_UNAVAILABLE, "unavailable", "The service cannot answer now; try again", None)
+                Problem::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "The service cannot answer now; try again",
+                    None,
+                )
             }
             ApiError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "unexpected error");

@@ -20,7 +20,10 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Caller> {
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or(AuthError::Missing)?;
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or(AuthError::Missing)?;
         let value = value.to_str().map_err(|_| AuthError::Malformed)?;
         let (scheme, token) = value.split_once(' ').ok_or(AuthError::Missing)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
@@ -67,20 +70,32 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        let mime = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-        if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if mime != "application/json"
+            && !(mime.starts_with("application/") && mime.ends_with("+json"))
+        {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "expected Content-Type: application/json, got {:?}",
                 content_type
             )));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e: BytesRejection| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(format!("the body exceeds {} bytes", super::MAX_BODY_BYTES))
-            } else {
-                ApiError::BadRequest(e.body_text())
-            }
-        })?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e: BytesRejection| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(format!(
+                        "the body exceeds {} bytes",
+                        super::MAX_BODY_BYTES
+                    ))
+                } else {
+                    ApiError::BadRequest(e.body_text())
+                }
+            })?;
         Ok(JsonBody(bytes))
     }
 }
@@ -91,11 +106,19 @@ impl JsonBody {
         let mut de = serde_json::Deserializer::from_slice(&self.0);
         let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." { "body".to_string() } else { path };
+            let field = if path == "." {
+                "body".to_string()
+            } else {
+                path
+            };
             ApiError::Validation(FieldErrors::single(field, e.inner().to_string()))
         })?;
-        de.end()
-            .map_err(|e| ApiError::Validation(FieldErrors::single("body", format!("unexpected data after the JSON value: {e}"))))?;
+        de.end().map_err(|e| {
+            ApiError::Validation(FieldErrors::single(
+                "body",
+                format!("unexpected data after the JSON value: {e}"),
+            ))
+        })?;
         Ok(value)
     }
 }
@@ -124,17 +147,27 @@ pub fn precondition(headers: &HeaderMap) -> ApiResult<Precondition> {
             .map_err(|_| ApiError::BadRequest(format!("{name} is not valid ASCII")))
     };
     match (read(header::IF_MATCH)?, read(header::IF_NONE_MATCH)?) {
-        (Some(_), Some(_)) => Err(ApiError::BadRequest("send If-Match or If-None-Match, not both".into())),
+        (Some(_), Some(_)) => Err(ApiError::BadRequest(
+            "send If-Match or If-None-Match, not both".into(),
+        )),
         (Some(m), None) if m == "*" => Ok(Precondition::Exists),
         (Some(m), None) => {
-            let tags: Vec<String> = m.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+            let tags: Vec<String> = m
+                .split(',')
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect();
             if tags.is_empty() || tags.iter().any(|t| !is_entity_tag(t)) {
-                return Err(ApiError::BadRequest(format!("If-Match must be * or quoted ETags such as \"abc\", got {m:?}")));
+                return Err(ApiError::BadRequest(format!(
+                    "If-Match must be * or quoted ETags such as \"abc\", got {m:?}"
+                )));
             }
             Ok(Precondition::EtagIn(tags))
         }
         (None, Some(m)) if m == "*" => Ok(Precondition::Absent),
-        (None, Some(m)) => Err(ApiError::BadRequest(format!("only If-None-Match: * is supported on writes, got {m:?}"))),
+        (None, Some(m)) => Err(ApiError::BadRequest(format!(
+            "only If-None-Match: * is supported on writes, got {m:?}"
+        ))),
         (None, None) => Ok(Precondition::None),
     }
 }
@@ -169,7 +202,9 @@ pub fn page_request(limit: Option<u32>, cursor: Option<&str>) -> ApiResult<PageR
             decoded
         }
     };
-    errors.finish(|| PageRequest { limit, after }).map_err(ApiError::from)
+    errors
+        .finish(|| PageRequest { limit, after })
+        .map_err(ApiError::from)
 }
 
 pub fn encode_cursor(after: Option<String>) -> Option<String> {
@@ -192,19 +227,28 @@ mod tests {
     #[test]
     fn conditional_headers_become_preconditions() {
         assert_eq!(precondition(&headers(&[])).unwrap(), Precondition::None);
-        assert_eq!(precondition(&headers(&[("if-match", "*")])).unwrap(), Precondition::Exists);
+        assert_eq!(
+            precondition(&headers(&[("if-match", "*")])).unwrap(),
+            Precondition::Exists
+        );
         assert_eq!(
             precondition(&headers(&[("if-match", "\"a\", \"b\"")])).unwrap(),
             Precondition::EtagIn(vec!["\"a\"".into(), "\"b\"".into()])
         );
-        assert_eq!(precondition(&headers(&[("if-none-match", "*")])).unwrap(), Precondition::Absent);
+        assert_eq!(
+            precondition(&headers(&[("if-none-match", "*")])).unwrap(),
+            Precondition::Absent
+        );
         assert!(precondition(&headers(&[("if-match", "abc")])).is_err());
     }
 
     #[test]
     fn cursors_round_trip_and_forgeries_are_refused() {
         let cursor = encode_cursor(Some("/subscriptions/s/x".into())).unwrap();
-        assert_eq!(page_request(None, Some(&cursor)).unwrap().after.as_deref(), Some("/subscriptions/s/x"));
+        assert_eq!(
+            page_request(None, Some(&cursor)).unwrap().after.as_deref(),
+            Some("/subscriptions/s/x")
+        );
         assert!(page_request(None, Some("garbage!")).is_err());
         assert!(page_request(Some(0), None).is_err());
         assert!(page_request(Some(1001), None).is_err());

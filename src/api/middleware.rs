@@ -15,7 +15,8 @@ use std::time::Instant;
 pub async fn problem_for_bare_errors(request: Request, next: Next) -> axum::response::Response {
     let response = next.run(request).await;
     let status = response.status();
-    let bare = response.headers().get(header::CONTENT_TYPE).is_none() || response.body().size_hint().exact() == Some(0);
+    let bare = response.headers().get(header::CONTENT_TYPE).is_none()
+        || response.body().size_hint().exact() == Some(0);
     if (status.is_client_error() || status.is_server_error()) && bare {
         let (mut parts, _) = response.into_parts();
         let problem = Problem::for_status(status).into_response();
@@ -28,7 +29,11 @@ pub async fn problem_for_bare_errors(request: Request, next: Next) -> axum::resp
 
 /// Counts requests and times them per route template (never the raw path, whose VM names
 /// would give every VM its own time series).
-pub async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> axum::response::Response {
+pub async fn record_metrics(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> axum::response::Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -37,9 +42,12 @@ pub async fn record_metrics(State(state): State<AppState>, request: Request, nex
     let method = request.method().to_string();
     let started = Instant::now();
     let response = next.run(request).await;
-    state
-        .metrics
-        .observe_request(&method, &route, response.status().as_u16(), started.elapsed());
+    state.metrics.observe_request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }
 

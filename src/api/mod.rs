@@ -58,7 +58,8 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         let mut scheme = Http::new(HttpAuthScheme::Bearer);
         scheme.bearer_format = Some("JWT".into());
-        scheme.description = Some("An Entra ID access token (or, in dev mode, one from `jitgate token`).".into());
+        scheme.description =
+            Some("An Entra ID access token (or, in dev mode, one from `jitgate token`).".into());
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
     }
 }
@@ -78,7 +79,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The document as `jitgate openapi` prints it and `openapi/openapi.json` holds it.
 pub fn openapi_json() -> String {
-    let mut text = serde_json::to_string_pretty(&openapi()).expect("the OpenAPI document serialises");
+    let mut text =
+        serde_json::to_string_pretty(&openapi()).expect("the OpenAPI document serialises");
     text.push('\n');
     text
 }
@@ -90,9 +92,17 @@ pub fn router(state: AppState) -> Router {
     api.merge(ops::router())
         .fallback(|| async { error::Problem::for_status(StatusCode::NOT_FOUND) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
-        .layer(axum::middleware::from_fn(middleware::problem_for_bare_errors))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::record_metrics))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(axum::middleware::from_fn(
+            middleware::problem_for_bare_errors,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::record_metrics,
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))

@@ -127,7 +127,13 @@ fn new_etag() -> String {
     ),
     security(("bearer" = []))
 )]
-async fn put_policy(State(state): State<AppState>, caller: Caller, VmPath(vm): VmPath, headers: HeaderMap, body: JsonBody) -> ApiResult<Response> {
+async fn put_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    VmPath(vm): VmPath,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> ApiResult<Response> {
     rbac::authorize(&caller, Action::WritePolicy, &vm)?;
     let precondition = precondition(&headers)?;
     let policy = Policy::parse(body.parse::<PolicyDraft>()?, &state.config.durations)?;
@@ -142,7 +148,11 @@ async fn put_policy(State(state): State<AppState>, caller: Caller, VmPath(vm): V
             now: Utc::now(),
         })
         .await?;
-    let status = if written.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if written.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok(with_etag(status, written.policy))
 }
 
@@ -161,7 +171,11 @@ async fn put_policy(State(state): State<AppState>, caller: Caller, VmPath(vm): V
     ),
     security(("bearer" = []))
 )]
-async fn get_policy(State(state): State<AppState>, caller: Caller, VmPath(vm): VmPath) -> ApiResult<Response> {
+async fn get_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    VmPath(vm): VmPath,
+) -> ApiResult<Response> {
     rbac::authorize(&caller, Action::ReadPolicy, &vm)?;
     match state.store.get_policy(&vm).await? {
         Some(policy) => Ok(with_etag(StatusCode::OK, policy)),
@@ -185,12 +199,23 @@ async fn get_policy(State(state): State<AppState>, caller: Caller, VmPath(vm): V
     ),
     security(("bearer" = []))
 )]
-async fn delete_policy(State(state): State<AppState>, caller: Caller, VmPath(vm): VmPath, headers: HeaderMap) -> ApiResult<StatusCode> {
+async fn delete_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    VmPath(vm): VmPath,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
     rbac::authorize(&caller, Action::WritePolicy, &vm)?;
     let precondition = precondition(&headers)?;
-    match state.store.delete_policy(&vm, &precondition, &caller.principal, Utc::now()).await {
+    match state
+        .store
+        .delete_policy(&vm, &precondition, &caller.principal, Utc::now())
+        .await
+    {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
-        Err(crate::store::StoreError::NotFound) => Err(ApiError::NotFound(format!("{vm} has no JIT policy"))),
+        Err(crate::store::StoreError::NotFound) => {
+            Err(ApiError::NotFound(format!("{vm} has no JIT policy")))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -208,7 +233,11 @@ async fn delete_policy(State(state): State<AppState>, caller: Caller, VmPath(vm)
     ),
     security(("bearer" = []))
 )]
-async fn list_policies(State(state): State<AppState>, caller: Caller, QueryParams(q): QueryParams<ListPoliciesQuery>) -> ApiResult<Json<PolicyList>> {
+async fn list_policies(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryParams(q): QueryParams<ListPoliciesQuery>,
+) -> ApiResult<Json<PolicyList>> {
     let page = page_request(q.limit, q.cursor.as_deref())?;
     let filter = PolicyFilter {
         subscription: q.subscription_id,

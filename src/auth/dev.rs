@@ -58,9 +58,13 @@ impl DevTokenSpec {
     }
 
     pub fn object_id(&self) -> String {
-        self.oid
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, format!("jitgate-dev:{}", self.user).as_bytes()).to_string())
+        self.oid.clone().unwrap_or_else(|| {
+            uuid::Uuid::new_v5(
+                &uuid::Uuid::NAMESPACE_URL,
+                format!("jitgate-dev:{}", self.user).as_bytes(),
+            )
+            .to_string()
+        })
     }
 }
 
@@ -91,24 +95,32 @@ impl DevKey {
         let path = Self::path(data_dir);
         match std::fs::read_to_string(&path) {
             Ok(pem) => {
-                let secret = SecretKey::from_pkcs8_pem(&pem).with_context(|| format!("{} is not a PKCS#8 EC key", path.display()))?;
+                let secret = SecretKey::from_pkcs8_pem(&pem)
+                    .with_context(|| format!("{} is not a PKCS#8 EC key", path.display()))?;
                 Ok(Self::from_secret(secret))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+                std::fs::create_dir_all(data_dir)
+                    .with_context(|| format!("creating {}", data_dir.display()))?;
                 let key = Self::generate();
-                let pem = key.secret.to_pkcs8_pem(LineEnding::LF).context("encoding the dev key")?;
+                let pem = key
+                    .secret
+                    .to_pkcs8_pem(LineEnding::LF)
+                    .context("encoding the dev key")?;
                 let mut options = std::fs::OpenOptions::new();
                 options.write(true).create_new(true);
                 #[cfg(unix)]
                 std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
                 match options.open(&path) {
                     Ok(mut file) => {
-                        file.write_all(pem.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+                        file.write_all(pem.as_bytes())
+                            .with_context(|| format!("writing {}", path.display()))?;
                         Ok(key)
                     }
                     // Another process created it first: use theirs.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load_or_create(data_dir),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Self::load_or_create(data_dir)
+                    }
                     Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
                 }
             }
@@ -132,8 +144,11 @@ impl DevKey {
 
     pub fn verifying_key(&self) -> VerifyingKey {
         let jwk = self.public_jwk();
-        let key = DecodingKey::from_ec_components(jwk["x"].as_str().unwrap_or_default(), jwk["y"].as_str().unwrap_or_default())
-            .expect("a P-256 public key converts to a decoding key");
+        let key = DecodingKey::from_ec_components(
+            jwk["x"].as_str().unwrap_or_default(),
+            jwk["y"].as_str().unwrap_or_default(),
+        )
+        .expect("a P-256 public key converts to a decoding key");
         VerifyingKey {
             kid: self.kid.clone(),
             algorithm: Algorithm::ES256,
@@ -176,7 +191,11 @@ impl DevKey {
             claims["groups"] = json!(spec.groups);
         }
         if !spec.scopes.is_empty() {
-            claims["jitgate_scopes"] = json!(spec.scopes.iter().map(ToString::to_string).collect::<Vec<_>>());
+            claims["jitgate_scopes"] = json!(spec
+                .scopes
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>());
         }
         claims
     }
@@ -205,7 +224,10 @@ mod tests {
         assert_eq!(caller.principal.id, spec.object_id());
         assert_eq!(caller.kind, CallerKind::User);
         assert_eq!(caller.roles.len(), 2);
-        assert!(caller.roles.iter().all(|g| g.scope.to_string() == "/subscriptions/s1"));
+        assert!(caller
+            .roles
+            .iter()
+            .all(|g| g.scope.to_string() == "/subscriptions/s1"));
     }
 
     #[test]
@@ -214,12 +236,17 @@ mod tests {
         let first = DevKey::load_or_create(dir.path()).unwrap();
         let second = DevKey::load_or_create(dir.path()).unwrap();
         assert_eq!(first.kid(), second.kid());
-        let token = first.mint(&DevTokenSpec::user("bob", &[Role::Requester])).unwrap();
+        let token = first
+            .mint(&DevTokenSpec::user("bob", &[Role::Requester]))
+            .unwrap();
         assert!(second.validator().validate(&token).is_ok());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(DevKey::path(dir.path())).unwrap().permissions().mode();
+            let mode = std::fs::metadata(DevKey::path(dir.path()))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }
@@ -232,21 +259,39 @@ mod tests {
         let altered = |field: &str, value: serde_json::Value| {
             let mut claims = key.claims(&spec);
             claims[field] = value;
-            validator.validate(&key.mint_claims(&claims).unwrap()).unwrap_err()
+            validator
+                .validate(&key.mint_claims(&claims).unwrap())
+                .unwrap_err()
         };
         let now = chrono::Utc::now().timestamp();
         assert_eq!(altered("exp", json!(now - 3600)), AuthError::Expired);
         assert_eq!(altered("nbf", json!(now + 3600)), AuthError::NotYetValid);
-        assert_eq!(altered("aud", json!("api://other")), AuthError::WrongAudience);
-        assert_eq!(altered("iss", json!("https://evil.example/v2.0")), AuthError::WrongIssuer);
-        assert_eq!(altered("tid", json!("11111111-1111-1111-1111-111111111111")), AuthError::WrongTenant);
+        assert_eq!(
+            altered("aud", json!("api://other")),
+            AuthError::WrongAudience
+        );
+        assert_eq!(
+            altered("iss", json!("https://evil.example/v2.0")),
+            AuthError::WrongIssuer
+        );
+        assert_eq!(
+            altered("tid", json!("11111111-1111-1111-1111-111111111111")),
+            AuthError::WrongTenant
+        );
 
         let other = DevKey::generate();
-        assert_eq!(validator.validate(&other.mint(&spec).unwrap()).unwrap_err(), AuthError::UnknownKey);
-        assert_eq!(validator.validate("not.a.jwt").unwrap_err(), AuthError::Malformed);
+        assert_eq!(
+            validator.validate(&other.mint(&spec).unwrap()).unwrap_err(),
+            AuthError::UnknownKey
+        );
+        assert_eq!(
+            validator.validate("not.a.jwt").unwrap_err(),
+            AuthError::Malformed
+        );
 
         // alg: none, with our kid.
-        let header = URL_SAFE_NO_PAD.encode(json!({ "alg": "none", "typ": "JWT", "kid": key.kid() }).to_string());
+        let header = URL_SAFE_NO_PAD
+            .encode(json!({ "alg": "none", "typ": "JWT", "kid": key.kid() }).to_string());
         let body = URL_SAFE_NO_PAD.encode(key.claims(&spec).to_string());
         assert!(validator.validate(&format!("{header}.{body}.")).is_err());
 

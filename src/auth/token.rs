@@ -45,7 +45,12 @@ pub struct TokenValidator {
 }
 
 impl TokenValidator {
-    pub fn new(keys: KeySet, issuers: Vec<String>, audiences: Vec<String>, tenant_id: String) -> Self {
+    pub fn new(
+        keys: KeySet,
+        issuers: Vec<String>,
+        audiences: Vec<String>,
+        tenant_id: String,
+    ) -> Self {
         TokenValidator {
             keys,
             issuers,
@@ -102,13 +107,18 @@ impl TokenValidator {
         let oid = claims.oid.ok_or(AuthError::MissingClaim("oid"))?;
         // Entra marks app-only tokens with `idtyp=app` when asked to; without it, an app token
         // is one with no delegated scopes whose subject is the app itself.
-        let app_only =
-            claims.idtyp.as_deref() == Some("app") || (claims.scp.is_none() && claims.sub.as_deref() == Some(oid.as_str()));
-        let name = [claims.preferred_username, claims.upn, claims.unique_name, claims.name]
-            .into_iter()
-            .flatten()
-            .find(|n| !n.is_empty())
-            .unwrap_or_else(|| oid.clone());
+        let app_only = claims.idtyp.as_deref() == Some("app")
+            || (claims.scp.is_none() && claims.sub.as_deref() == Some(oid.as_str()));
+        let name = [
+            claims.preferred_username,
+            claims.upn,
+            claims.unique_name,
+            claims.name,
+        ]
+        .into_iter()
+        .flatten()
+        .find(|n| !n.is_empty())
+        .unwrap_or_else(|| oid.clone());
         let scopes: Vec<Scope> = if self.honour_scope_claim && !claims.jitgate_scopes.is_empty() {
             claims
                 .jitgate_scopes
@@ -124,11 +134,20 @@ impl TokenValidator {
             .roles
             .iter()
             .filter_map(|r| r.parse::<Role>().ok())
-            .flat_map(|role| scopes.iter().map(move |scope| RoleGrant { role, scope: scope.clone() }))
+            .flat_map(|role| {
+                scopes.iter().map(move |scope| RoleGrant {
+                    role,
+                    scope: scope.clone(),
+                })
+            })
             .collect();
         Ok(Caller {
             principal: Principal { id: oid, name },
-            kind: if app_only { CallerKind::ServicePrincipal } else { CallerKind::User },
+            kind: if app_only {
+                CallerKind::ServicePrincipal
+            } else {
+                CallerKind::User
+            },
             roles,
             groups: claims.groups,
         })

@@ -29,7 +29,9 @@ impl FromStr for AccessDuration {
         let bad = || format!("{s:?} is not an ISO 8601 duration such as PT3H, PT30M or PT1H30M");
         // The parser takes "P" and "PT" as zero; a duration with no number in it is a typo.
         // It is also lenient about signs; durations here are never negative.
-        let charset_ok = s.bytes().all(|b| b.is_ascii_digit() || b"PTYMWDHS.,".contains(&b));
+        let charset_ok = s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"PTYMWDHS.,".contains(&b));
         if !charset_ok || !s.bytes().any(|b| b.is_ascii_digit()) || s.ends_with('T') {
             return Err(bad());
         }
@@ -53,7 +55,10 @@ impl FromStr for AccessDuration {
                 if millisecond != 0 {
                     return Err(format!("{s:?} has fractional seconds: use whole seconds"));
                 }
-                u64::from(day) * 86_400 + u64::from(hour) * 3_600 + u64::from(minute) * 60 + u64::from(second)
+                u64::from(day) * 86_400
+                    + u64::from(hour) * 3_600
+                    + u64::from(minute) * 60
+                    + u64::from(second)
             }
         };
         u32::try_from(secs).map(AccessDuration).map_err(|_| bad())
@@ -103,12 +108,18 @@ impl DurationLimits {
     pub const MAX: AccessDuration = AccessDuration::from_secs(24 * 3600);
 
     pub fn with_min(min: AccessDuration) -> Self {
-        DurationLimits { min, max: Self::MAX }
+        DurationLimits {
+            min,
+            max: Self::MAX,
+        }
     }
 
     pub fn check(&self, d: AccessDuration) -> Result<AccessDuration, String> {
         if d < self.min || d > self.max {
-            return Err(format!("{d} is outside the allowed range {} to {}", self.min, self.max));
+            return Err(format!(
+                "{d} is outside the allowed range {} to {}",
+                self.min, self.max
+            ));
         }
         Ok(d)
     }
@@ -134,13 +145,22 @@ mod tests {
     #[test]
     fn refuses_calendar_units_fractions_and_garbage() {
         for bad in ["P1M", "P1Y", "PT1.5S", "3h", "", "PT", "P", "T1H", "PT-1H"] {
-            assert!(bad.parse::<AccessDuration>().is_err(), "{bad:?} should be refused");
+            assert!(
+                bad.parse::<AccessDuration>().is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 
     #[test]
     fn prints_the_shortest_form() {
-        for (input, out) in [("PT180M", "PT3H"), ("PT90M", "PT1H30M"), ("P1D", "PT24H"), ("PT0S", "PT0S"), ("PT61S", "PT1M1S")] {
+        for (input, out) in [
+            ("PT180M", "PT3H"),
+            ("PT90M", "PT1H30M"),
+            ("P1D", "PT24H"),
+            ("PT0S", "PT0S"),
+            ("PT61S", "PT1M1S"),
+        ] {
             assert_eq!(input.parse::<AccessDuration>().unwrap().to_string(), out);
         }
     }

@@ -23,7 +23,11 @@ impl Eq for VmId {}
 
 impl VmId {
     /// Builds the id from URL path segments, checking each one.
-    pub fn from_parts(subscription: &str, resource_group: &str, name: &str) -> Result<Self, String> {
+    pub fn from_parts(
+        subscription: &str,
+        resource_group: &str,
+        name: &str,
+    ) -> Result<Self, String> {
         check_subscription(subscription)?;
         check_resource_group(resource_group)?;
         check_vm_name(name)?;
@@ -130,8 +134,13 @@ fn check_vm_name(s: &str) -> Result<(), String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     Tenant,
-    Subscription { subscription: String },
-    ResourceGroup { subscription: String, resource_group: String },
+    Subscription {
+        subscription: String,
+    },
+    ResourceGroup {
+        subscription: String,
+        resource_group: String,
+    },
     Vm(VmId),
 }
 
@@ -143,7 +152,11 @@ impl Scope {
         }
         let segments: Vec<&str> = s.split('/').collect();
         let expected = "expected /, /subscriptions/{sub}, /subscriptions/{sub}/resourceGroups/{rg} or a virtual machine id";
-        if segments.first() != Some(&"") || !segments.get(1).is_some_and(|w| w.eq_ignore_ascii_case("subscriptions")) {
+        if segments.first() != Some(&"")
+            || !segments
+                .get(1)
+                .is_some_and(|w| w.eq_ignore_ascii_case("subscriptions"))
+        {
             return Err(expected.into());
         }
         match segments.len() {
@@ -171,7 +184,9 @@ impl Scope {
     pub fn covers(&self, vm: &VmId) -> bool {
         match self {
             Scope::Tenant => true,
-            Scope::Subscription { subscription } => vm.subscription().eq_ignore_ascii_case(subscription),
+            Scope::Subscription { subscription } => {
+                vm.subscription().eq_ignore_ascii_case(subscription)
+            }
             Scope::ResourceGroup {
                 subscription,
                 resource_group,
@@ -192,7 +207,10 @@ impl fmt::Display for Scope {
             Scope::ResourceGroup {
                 subscription,
                 resource_group,
-            } => write!(f, "/subscriptions/{subscription}/resourceGroups/{resource_group}"),
+            } => write!(
+                f,
+                "/subscriptions/{subscription}/resourceGroups/{resource_group}"
+            ),
             Scope::Vm(id) => f.write_str(id.as_str()),
         }
     }
@@ -243,8 +261,14 @@ mod tests {
         let vm = VmId::parse(VM).unwrap();
         let sub = Scope::parse("/subscriptions/00000000-0000-0000-0000-000000000001").unwrap();
         let prefix = Scope::parse("/subscriptions/00000000-0000-0000-0000-00000000000").unwrap();
-        let rg = Scope::parse("/subscriptions/00000000-0000-0000-0000-000000000001/resourcegroups/RG-PROD").unwrap();
-        let other_rg = Scope::parse("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-Pro").unwrap();
+        let rg = Scope::parse(
+            "/subscriptions/00000000-0000-0000-0000-000000000001/resourcegroups/RG-PROD",
+        )
+        .unwrap();
+        let other_rg = Scope::parse(
+            "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-Pro",
+        )
+        .unwrap();
         assert!(Scope::Tenant.covers(&vm));
         assert!(sub.covers(&vm));
         assert!(!prefix.covers(&vm));

@@ -56,7 +56,9 @@ impl FromStr for Protocol {
             "TCP" => Ok(Protocol::Tcp),
             "UDP" => Ok(Protocol::Udp),
             "*" => Ok(Protocol::Any),
-            _ => Err(format!("unknown protocol {s:?}: expected \"TCP\", \"UDP\" or \"*\"")),
+            _ => Err(format!(
+                "unknown protocol {s:?}: expected \"TCP\", \"UDP\" or \"*\""
+            )),
         }
     }
 }
@@ -170,13 +172,42 @@ mod tests {
 
     #[test]
     fn prefixes_accept_v4_v6_addresses_and_blocks() {
-        assert_eq!("203.0.113.7".parse::<SourcePrefix>().unwrap().to_string(), "203.0.113.7");
-        assert_eq!("203.0.113.7/32".parse::<SourcePrefix>().unwrap().to_string(), "203.0.113.7");
-        assert_eq!("10.0.0.0/8".parse::<SourcePrefix>().unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!("2001:db8::/32".parse::<SourcePrefix>().unwrap().to_string(), "2001:db8::/32");
-        assert_eq!("2001:db8::1".parse::<SourcePrefix>().unwrap().to_string(), "2001:db8::1");
-        for bad in ["", "*", "Internet", "10.0.0.0/33", "300.1.1.1", "10.0.0.1/8", "2001:db8::1/32"] {
-            assert!(bad.parse::<SourcePrefix>().is_err(), "{bad:?} should be refused");
+        assert_eq!(
+            "203.0.113.7".parse::<SourcePrefix>().unwrap().to_string(),
+            "203.0.113.7"
+        );
+        assert_eq!(
+            "203.0.113.7/32"
+                .parse::<SourcePrefix>()
+                .unwrap()
+                .to_string(),
+            "203.0.113.7"
+        );
+        assert_eq!(
+            "10.0.0.0/8".parse::<SourcePrefix>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            "2001:db8::/32".parse::<SourcePrefix>().unwrap().to_string(),
+            "2001:db8::/32"
+        );
+        assert_eq!(
+            "2001:db8::1".parse::<SourcePrefix>().unwrap().to_string(),
+            "2001:db8::1"
+        );
+        for bad in [
+            "",
+            "*",
+            "Internet",
+            "10.0.0.0/33",
+            "300.1.1.1",
+            "10.0.0.1/8",
+            "2001:db8::1/32",
+        ] {
+            assert!(
+                bad.parse::<SourcePrefix>().is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 

@@ -79,8 +79,13 @@ impl From<PortRule> for PortRuleWire {
     fn from(rule: PortRule) -> Self {
         let (one, many) = match rule.sources {
             AllowedSources::PerRequest => (Some("*".to_string()), None),
-            AllowedSources::Within(prefixes) if prefixes.len() == 1 => (Some(prefixes[0].to_string()), None),
-            AllowedSources::Within(prefixes) => (None, Some(prefixes.iter().map(ToString::to_string).collect())),
+            AllowedSources::Within(prefixes) if prefixes.len() == 1 => {
+                (Some(prefixes[0].to_string()), None)
+            }
+            AllowedSources::Within(prefixes) => (
+                None,
+                Some(prefixes.iter().map(ToString::to_string).collect()),
+            ),
         };
         PortRuleWire {
             number: rule.number.get(),
@@ -100,8 +105,11 @@ impl TryFrom<PortRuleWire> for PortRule {
         Ok(PortRule {
             number: Port::try_from(i64::from(w.number))?,
             protocol: w.protocol.parse()?,
-            sources: parse_sources(w.allowed_source_address_prefix, w.allowed_source_address_prefixes)
-                .map_err(|(_, message)| message)?,
+            sources: parse_sources(
+                w.allowed_source_address_prefix,
+                w.allowed_source_address_prefixes,
+            )
+            .map_err(|(_, message)| message)?,
             max_duration: w.max_request_access_duration.parse()?,
         })
     }
@@ -173,9 +181,16 @@ impl Policy {
     }
 }
 
-fn parse_ports(drafts: Vec<PortDraft>, limits: &DurationLimits, errors: &mut FieldErrors) -> Vec<PortRule> {
+fn parse_ports(
+    drafts: Vec<PortDraft>,
+    limits: &DurationLimits,
+    errors: &mut FieldErrors,
+) -> Vec<PortRule> {
     if drafts.is_empty() {
-        errors.push("ports", "at least one port is required (omit `ports` for the defaults)");
+        errors.push(
+            "ports",
+            "at least one port is required (omit `ports` for the defaults)",
+        );
     }
     if drafts.len() > MAX_PORTS {
         errors.push("ports", format!("at most {MAX_PORTS} ports per policy"));
@@ -197,10 +212,20 @@ fn parse_ports(drafts: Vec<PortDraft>, limits: &DurationLimits, errors: &mut Fie
             }
         }
         let protocol = errors.take(at("protocol"), d.protocol.as_deref().unwrap_or("*").parse());
-        let sources = match parse_sources(d.allowed_source_address_prefix, d.allowed_source_address_prefixes) {
+        let sources = match parse_sources(
+            d.allowed_source_address_prefix,
+            d.allowed_source_address_prefixes,
+        ) {
             Ok(s) => Some(s),
             Err((field, message)) => {
-                errors.push(if field.is_empty() { format!("ports[{i}]") } else { at(&field) }, message);
+                errors.push(
+                    if field.is_empty() {
+                        format!("ports[{i}]")
+                    } else {
+                        at(&field)
+                    },
+                    message,
+                );
                 None
             }
         };
@@ -211,7 +236,9 @@ fn parse_ports(drafts: Vec<PortDraft>, limits: &DurationLimits, errors: &mut Fie
                 s.parse::<AccessDuration>().and_then(|d| limits.check(d)),
             ),
         };
-        if let (Some(number), Some(protocol), Some(sources), Some(max_duration)) = (number, protocol, sources, duration) {
+        if let (Some(number), Some(protocol), Some(sources), Some(max_duration)) =
+            (number, protocol, sources, duration)
+        {
             rules.push(PortRule {
                 number,
                 protocol,
@@ -224,7 +251,10 @@ fn parse_ports(drafts: Vec<PortDraft>, limits: &DurationLimits, errors: &mut Fie
 }
 
 /// Parses the two source fields; an error names the field (relative to the port) and why.
-fn parse_sources(one: Option<String>, many: Option<Vec<String>>) -> Result<AllowedSources, (String, String)> {
+fn parse_sources(
+    one: Option<String>,
+    many: Option<Vec<String>>,
+) -> Result<AllowedSources, (String, String)> {
     match (one, many) {
         (Some(_), Some(_)) => Err((
             String::new(),
@@ -239,7 +269,10 @@ fn parse_sources(one: Option<String>, many: Option<Vec<String>>) -> Result<Allow
         (None, Some(list)) => {
             let field = "allowedSourceAddressPrefixes";
             if list.is_empty() || list.len() > MAX_PREFIXES {
-                return Err((field.into(), format!("expected 1 to {MAX_PREFIXES} prefixes")));
+                return Err((
+                    field.into(),
+                    format!("expected 1 to {MAX_PREFIXES} prefixes"),
+                ));
             }
             let mut prefixes: Vec<SourcePrefix> = Vec::with_capacity(list.len());
             for (j, s) in list.iter().enumerate() {
@@ -263,7 +296,10 @@ fn parse_approval(draft: ApprovalDraft, errors: &mut FieldErrors) -> Option<Appr
     match draft.mode.as_deref().unwrap_or("auto") {
         "auto" => {
             if draft.required_approvals.is_some() {
-                errors.push("approval.requiredApprovals", "applies to manual approval only");
+                errors.push(
+                    "approval.requiredApprovals",
+                    "applies to manual approval only",
+                );
                 return None;
             }
             Some(ApprovalMode::Auto)
@@ -281,7 +317,10 @@ fn parse_approval(draft: ApprovalDraft, errors: &mut FieldErrors) -> Option<Appr
             }
         },
         other => {
-            errors.push("approval.mode", format!("unknown mode {other:?}: expected \"auto\" or \"manual\""));
+            errors.push(
+                "approval.mode",
+                format!("unknown mode {other:?}: expected \"auto\" or \"manual\""),
+            );
             None
         }
     }
@@ -328,9 +367,15 @@ mod tests {
         }))
         .unwrap();
         let wire = serde_json::to_value(&p).unwrap();
-        assert_eq!(wire["ports"][1]["allowedSourceAddressPrefixes"], json!(["10.0.0.0/8", "192.168.1.0/24"]));
+        assert_eq!(
+            wire["ports"][1]["allowedSourceAddressPrefixes"],
+            json!(["10.0.0.0/8", "192.168.1.0/24"])
+        );
         assert_eq!(wire["ports"][0]["allowedSourceAddressPrefix"], "*");
-        assert_eq!(wire["approval"], json!({ "mode": "manual", "requiredApprovals": 1 }));
+        assert_eq!(
+            wire["approval"],
+            json!({ "mode": "manual", "requiredApprovals": 1 })
+        );
         let back: Policy = serde_json::from_value(wire).unwrap();
         assert_eq!(back, p);
     }
@@ -368,25 +413,55 @@ mod tests {
 
     #[test]
     fn approval_settings_must_be_coherent() {
-        assert_eq!(fields(parse(json!({ "approval": { "mode": "auto", "requiredApprovals": 2 } })).unwrap_err()), ["approval.requiredApprovals"]);
-        assert_eq!(fields(parse(json!({ "approval": { "mode": "sometimes" } })).unwrap_err()), ["approval.mode"]);
-        assert_eq!(fields(parse(json!({ "approval": { "mode": "manual", "requiredApprovals": 0 } })).unwrap_err()), ["approval.requiredApprovals"]);
         assert_eq!(
-            parse(json!({ "approval": { "mode": "manual" } })).unwrap().approval,
-            ApprovalMode::Manual { required_approvals: 1 }
+            fields(
+                parse(json!({ "approval": { "mode": "auto", "requiredApprovals": 2 } }))
+                    .unwrap_err()
+            ),
+            ["approval.requiredApprovals"]
+        );
+        assert_eq!(
+            fields(parse(json!({ "approval": { "mode": "sometimes" } })).unwrap_err()),
+            ["approval.mode"]
+        );
+        assert_eq!(
+            fields(
+                parse(json!({ "approval": { "mode": "manual", "requiredApprovals": 0 } }))
+                    .unwrap_err()
+            ),
+            ["approval.requiredApprovals"]
+        );
+        assert_eq!(
+            parse(json!({ "approval": { "mode": "manual" } }))
+                .unwrap()
+                .approval,
+            ApprovalMode::Manual {
+                required_approvals: 1
+            }
         );
     }
 
     #[test]
     fn an_empty_port_list_is_refused() {
-        assert_eq!(fields(parse(json!({ "ports": [] })).unwrap_err()), ["ports"]);
+        assert_eq!(
+            fields(parse(json!({ "ports": [] })).unwrap_err()),
+            ["ports"]
+        );
     }
 
     #[test]
     fn the_minimum_duration_follows_the_deployment_setting() {
-        let draft: PolicyDraft = serde_json::from_value(json!({ "ports": [{ "number": 22, "maxRequestAccessDuration": "PT2S" }] })).unwrap();
+        let draft: PolicyDraft = serde_json::from_value(
+            json!({ "ports": [{ "number": 22, "maxRequestAccessDuration": "PT2S" }] }),
+        )
+        .unwrap();
         assert!(Policy::parse(draft.clone(), &limits()).is_err());
         let test_limits = DurationLimits::with_min("PT1S".parse().unwrap());
-        assert_eq!(Policy::parse(draft, &test_limits).unwrap().ports[0].max_duration.as_secs(), 2);
+        assert_eq!(
+            Policy::parse(draft, &test_limits).unwrap().ports[0]
+                .max_duration
+                .as_secs(),
+            2
+        );
     }
 }

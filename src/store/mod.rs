@@ -5,9 +5,9 @@
 //! Every write is one transaction holding the change and its audit event, appended last so
 //! that all writers take locks in the same order (row first, then the chain head).
 
+pub mod postgres;
 mod rows;
 mod sql;
-pub mod postgres;
 pub mod sqlite;
 
 use crate::audit::AuditEvent;
@@ -35,13 +35,27 @@ pub trait Store: Send + Sync + 'static {
     async fn get_policy(&self, vm: &VmId) -> Result<Option<StoredPolicy>, StoreError>;
 
     /// Deletes a VM's policy under `precondition`, with its audit event; returns what was deleted.
-    async fn delete_policy(&self, vm: &VmId, precondition: &Precondition, by: &Principal, now: DateTime<Utc>) -> Result<StoredPolicy, StoreError>;
+    async fn delete_policy(
+        &self,
+        vm: &VmId,
+        precondition: &Precondition,
+        by: &Principal,
+        now: DateTime<Utc>,
+    ) -> Result<StoredPolicy, StoreError>;
 
     /// One keyset page of policies, ordered by VM id.
-    async fn list_policies(&self, filter: &PolicyFilter, page: &PageRequest) -> Result<Page<StoredPolicy>, StoreError>;
+    async fn list_policies(
+        &self,
+        filter: &PolicyFilter,
+        page: &PageRequest,
+    ) -> Result<Page<StoredPolicy>, StoreError>;
 
     /// Audit events with `seq > after`, in chain order.
-    async fn audit_events_after(&self, after: i64, limit: u32) -> Result<Vec<AuditEvent>, StoreError>;
+    async fn audit_events_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
 }
 
 /// Opens (and migrates) the store a database URL names.
@@ -70,7 +84,9 @@ pub enum StoreError {
 impl StoreError {
     pub(crate) fn from_sqlx(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => StoreError::Unavailable(e.to_string()),
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(e.to_string())
+            }
             other => StoreError::Database(other),
         }
     }

@@ -20,7 +20,8 @@ pub(super) struct PolicyRow {
     pub enforcement_firewalls: String,
 }
 
-pub(super) const POLICY_COLUMNS: &str = "vm_id, spec, etag, created_at, updated_at, updated_by_id, updated_by_name, \
+pub(super) const POLICY_COLUMNS: &str =
+    "vm_id, spec, etag, created_at, updated_at, updated_by_id, updated_by_name, \
      enforcement_state, enforcement_detail, enforcement_nsgs, enforcement_firewalls";
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -49,8 +50,10 @@ impl TryFrom<PolicyRow> for StoredPolicy {
             enforcement: Enforcement {
                 state,
                 detail: row.enforcement_detail,
-                network_security_groups: serde_json::from_str(&row.enforcement_nsgs).map_err(|e| corrupt("enforcement_nsgs", e))?,
-                firewalls: serde_json::from_str(&row.enforcement_firewalls).map_err(|e| corrupt("enforcement_firewalls", e))?,
+                network_security_groups: serde_json::from_str(&row.enforcement_nsgs)
+                    .map_err(|e| corrupt("enforcement_nsgs", e))?,
+                firewalls: serde_json::from_str(&row.enforcement_firewalls)
+                    .map_err(|e| corrupt("enforcement_firewalls", e))?,
             },
         })
     }

@@ -12,7 +12,13 @@ use crate::domain::{Principal, VmId};
 use serde_json::json;
 
 /// The audit event for a policy change.
-pub(super) fn policy_event(event_type: &'static str, vm: &VmId, spec: serde_json::Value, etag: &str, by: &Principal) -> NewAuditEvent {
+pub(super) fn policy_event(
+    event_type: &'static str,
+    vm: &VmId,
+    spec: serde_json::Value,
+    etag: &str,
+    by: &Principal,
+) -> NewAuditEvent {
     NewAuditEvent {
         event_type,
         actor: by.clone(),

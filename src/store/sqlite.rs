@@ -4,7 +4,9 @@
 //! retry on `SQLITE_BUSY`, all writes go through a pool of one connection (they queue in
 //! the pool, in order), while reads use their own pool and never wait for a writer.
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use std::str::FromStr;
 use std::time::Duration;
 

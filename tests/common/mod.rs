@@ -35,10 +35,17 @@ impl TestDb {
 
     /// A fresh schema in the test Postgres, or `None` when `JITGATE_TEST_POSTGRES_URL` is unset.
     pub async fn postgres() -> Option<TestDb> {
-        let base = std::env::var("JITGATE_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
+        let base = std::env::var("JITGATE_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())?;
         let schema = format!("jt_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to JITGATE_TEST_POSTGRES_URL");
-        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.expect("create schema");
+        let mut conn = sqlx::PgConnection::connect(&base)
+            .await
+            .expect("connect to JITGATE_TEST_POSTGRES_URL");
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut conn)
+            .await
+            .expect("create schema");
         conn.close().await.ok();
         let sep = if base.contains('?') { '&' } else { '?' };
         Some(TestDb {
@@ -49,7 +56,9 @@ impl TestDb {
     }
 
     pub async fn store(&self) -> DynStore {
-        store::connect(&jitgate::config::DatabaseUrl::parse(&self.url).unwrap()).await.expect("open store")
+        store::connect(&jitgate::config::DatabaseUrl::parse(&self.url).unwrap())
+            .await
+            .expect("open store")
     }
 }
 
@@ -58,10 +67,16 @@ impl Drop for TestDb {
         if let Some((base, schema)) = self.pg_schema.take() {
             // Drop runs outside async; a short-lived runtime on its own thread does the cleanup.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
                 rt.block_on(async {
                     let mut conn = sqlx::PgConnection::connect(&base).await.ok()?;
-                    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut conn).await.ok()
+                    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .execute(&mut conn)
+                        .await
+                        .ok()
                 })
             })
             .join();
@@ -85,16 +100,25 @@ impl TestApp {
         Self::spawn_on(TestDb::sqlite(), Settings::default()).await
     }
 
+    pub async fn spawn_with_min_duration(min: &str) -> TestApp {
+        let settings = Settings {
+            min_access_duration: Some(min.into()),
+            ..Default::default()
+        };
+        Self::spawn_on(TestDb::sqlite(), settings).await
+    }
+
+    /// Starts a server on `db`; `settings` win over the harness's defaults
+    /// (an ephemeral port, a temp data dir, `JITGATE_MIN_ACCESS_DURATION=PT1S`).
     pub async fn spawn_on(db: TestDb, settings: Settings) -> TestApp {
         let data_dir = tempfile::tempdir().unwrap();
-        let settings = Settings {
+        let settings = settings.or(Settings {
             database_url: Some(db.url.clone()),
             data_dir: Some(data_dir.path().to_path_buf()),
             listen: Some("127.0.0.1:0".into()),
             min_access_duration: Some("PT1S".into()),
             ..Default::default()
-        }
-        .or(settings);
+        });
         let config: Config = settings.resolve().expect("test config");
         let key = DevKey::load_or_create(&config.data_dir).unwrap();
         let store = db.store().await;
@@ -137,15 +161,24 @@ impl TestApp {
     }
 
     pub fn request(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
-        self.client.request(method, self.url(path)).bearer_auth(token)
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(token)
     }
 
     pub async fn put_policy(&self, token: &str, vm: &str, body: Value) -> Response {
-        self.request(Method::PUT, &policy_path(vm), token).json(&body).send().await.unwrap()
+        self.request(Method::PUT, &policy_path(vm), token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn get_policy(&self, token: &str, vm: &str) -> Response {
-        self.request(Method::GET, &policy_path(vm), token).send().await.unwrap()
+        self.request(Method::GET, &policy_path(vm), token)
+            .send()
+            .await
+            .unwrap()
     }
 }
 
@@ -176,11 +209,17 @@ pub fn vm_id(vm: &str) -> String {
 /// Asserts a problem+json response with `status`, returning its body.
 pub async fn problem(response: Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status, "unexpected status");
-    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
     assert_eq!(content_type.as_deref(), Some("application/problem+json"));
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], status);
-    assert!(body["type"].as_str().unwrap().starts_with("urn:jitgate:problem:"));
+    assert!(body["type"]
+        .as_str()
+        .unwrap()
+        .starts_with("urn:jitgate:problem:"));
     assert!(body["title"].is_string());
     body
 }
@@ -189,6 +228,11 @@ pub async fn problem(response: Response, status: u16) -> Value {
 pub fn error_fields(problem: &Value) -> Vec<String> {
     problem["errors"]
         .as_array()
-        .map(|errors| errors.iter().map(|e| e["field"].as_str().unwrap().to_string()).collect())
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| e["field"].as_str().unwrap().to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }

@@ -1,0 +1,209 @@
+//! The `jitgate` binary as a newcomer meets it: no configuration, dev auth, SQLite in the
+//! working directory, a token from `jitgate token`, and a clean stop on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_jitgate");
+
+/// A command with none of the developer's JITGATE_* settings, so it sees the defaults.
+fn jitgate(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("JITGATE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// Starts `serve` on an ephemeral port and returns it with the address its banner names.
+fn start_serve(dir: &std::path::Path) -> (Child, String) {
+    let mut child = jitgate(dir)
+        .arg("serve")
+        .env("JITGATE_LISTEN", "127.0.0.1:0")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut banner = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            banner.push_str(&line);
+            banner.push('\n');
+            if let Some(rest) = line.split("http://").nth(1) {
+                if let Some(addr) = rest.strip_suffix("/v1/me") {
+                    let _ = tx.send((banner.clone(), addr.to_string()));
+                }
+            }
+        }
+    });
+    let (banner, addr) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("serve printed its banner");
+    assert!(banner.contains("DEV AUTH"), "{banner}");
+    assert!(banner.contains("ARM: none"), "{banner}");
+    assert!(
+        banner.contains("token --user alice --role Jit.Admin"),
+        "{banner}"
+    );
+    (child, addr)
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "jitgate did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn serve_runs_with_no_configuration_and_a_minted_token_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = start_serve(dir.path());
+    let token = jitgate(dir.path())
+        .args(["token", "--user", "alice", "--role", "Jit.Admin"])
+        .output()
+        .unwrap();
+    assert!(token.status.success());
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+
+    let client = reqwest::Client::new();
+    let policy =
+        format!("http://{addr}/v1/subscriptions/s1/resourceGroups/rg/virtualMachines/vm1/policy");
+    let created = client
+        .put(&policy)
+        .bearer_auth(&token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    assert!(
+        dir.path().join("jitgate.db").exists(),
+        "SQLite file in the working directory"
+    );
+    assert!(
+        dir.path().join("jitgate-dev-key.pem").exists(),
+        "dev key in the data directory"
+    );
+
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(20)).success());
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_request_in_flight_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = start_serve(dir.path());
+    let token = jitgate(dir.path())
+        .args(["token", "--user", "alice", "--role", "Jit.Admin"])
+        .output()
+        .unwrap();
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+
+    // Send the headers and half the body, stop the server, then send the rest.
+    let body = br#"{"ports": [{"number": 22}]}"#;
+    let head = format!(
+        "PUT /v1/subscriptions/s1/resourceGroups/rg/virtualMachines/vm1/policy HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sigterm(&child);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.write_all(&body[10..]).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    assert!(wait_exit(&mut child, Duration::from_secs(20)).success());
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value, named) in [
+        (
+            "JITGATE_DATABASE_URL",
+            "mysql://db/jit",
+            "invalid JITGATE_DATABASE_URL",
+        ),
+        ("JITGATE_AUTH_MODE", "ldap", "invalid JITGATE_AUTH_MODE"),
+        (
+            "JITGATE_ARM_ENDPOINT",
+            "management dot azure",
+            "invalid JITGATE_ARM_ENDPOINT",
+        ),
+    ] {
+        let out = jitgate(dir.path())
+            .arg("serve")
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}={value}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.starts_with(&format!("error: {named}")), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    }
+}
+
+#[test]
+fn migrate_creates_the_schema_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = jitgate(dir.path())
+        .arg("migrate")
+        .env("JITGATE_DATABASE_URL", "sqlite://fresh.db")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("fresh.db").exists());
+}
+
+#[test]
+fn openapi_prints_the_checked_in_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = jitgate(dir.path()).arg("openapi").output().unwrap();
+    assert!(out.status.success());
+    let checked_in =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json")).unwrap();
+    assert!(
+        out.stdout == checked_in,
+        "openapi/openapi.json differs from `jitgate openapi`"
+    );
+}
+
+#[test]
+fn token_refuses_an_unknown_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = jitgate(dir.path())
+        .args(["token", "--user", "alice", "--role", "Jit.Root"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"));
+}

@@ -1,0 +1,39 @@
+//! `openapi/openapi.json` is the contract clients generate code from: it must be exactly what
+//! the code generates. Regenerate with `cargo run -- openapi > openapi/openapi.json`.
+
+use serde_json::Value;
+
+const CHECKED_IN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
+
+#[test]
+fn the_checked_in_document_matches_the_code() {
+    let generated = jitgate::api::openapi_json();
+    let on_disk = std::fs::read_to_string(CHECKED_IN).unwrap_or_default();
+    assert!(
+        on_disk == generated,
+        "openapi/openapi.json is out of date: run `cargo run -- openapi > openapi/openapi.json` and commit it"
+    );
+}
+
+#[test]
+fn every_operation_is_secured_and_documents_its_problems() {
+    let doc: Value = serde_json::to_value(jitgate::api::openapi()).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/v1/policies"));
+    assert!(paths.contains_key("/v1/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/virtualMachines/{vmName}/policy"));
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            assert_eq!(
+                op["security"][0]["bearer"],
+                serde_json::json!([]),
+                "{method} {path} needs a bearer token"
+            );
+            let unauthorized = &op["responses"]["401"]["content"]["application/problem+json"];
+            assert!(
+                unauthorized.is_object(),
+                "{method} {path} documents its 401 as problem+json"
+            );
+        }
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
