@@ -55,6 +55,20 @@ fn start_serve(dir: &std::path::Path) -> (Child, String) {
     (child, addr)
 }
 
+/// A token from `jitgate token`, as the banner tells a newcomer to get one.
+fn admin_token(dir: &std::path::Path) -> String {
+    let out = jitgate(dir)
+        .args(["token", "--user", "alice", "--role", "Jit.Admin"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .arg("-TERM")
@@ -79,12 +93,7 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
 async fn serve_runs_with_no_configuration_and_a_minted_token_works() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, addr) = start_serve(dir.path());
-    let token = jitgate(dir.path())
-        .args(["token", "--user", "alice", "--role", "Jit.Admin"])
-        .output()
-        .unwrap();
-    assert!(token.status.success());
-    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let token = admin_token(dir.path());
 
     let client = reqwest::Client::new();
     let policy =
@@ -114,11 +123,7 @@ async fn serve_runs_with_no_configuration_and_a_minted_token_works() {
 async fn sigterm_lets_a_request_in_flight_finish() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, addr) = start_serve(dir.path());
-    let token = jitgate(dir.path())
-        .args(["token", "--user", "alice", "--role", "Jit.Admin"])
-        .output()
-        .unwrap();
-    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let token = admin_token(dir.path());
 
     // Send the headers and half the body, stop the server, then send the rest.
     let body = br#"{"ports": [{"number": 22}]}"#;

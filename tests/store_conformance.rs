@@ -4,8 +4,8 @@
 mod common;
 
 use chrono::{Duration, Utc};
-use common::TestDb;
-use jitgate::audit::{AuditEvent, ChainVerifier};
+use common::{assert_chain_ok, TestDb};
+use jitgate::audit::AuditEvent;
 use jitgate::domain::{DurationLimits, Policy, PolicyDraft, Principal, Scope, VmId};
 use jitgate::store::{
     DynStore, EnforcementState, PageRequest, PolicyFilter, PolicyPut, Precondition, StoreError,
@@ -83,14 +83,6 @@ fn put(vm: &VmId, ports: &[u16], etag: &str, precondition: Precondition) -> Poli
 
 async fn all_events(store: &DynStore) -> Vec<AuditEvent> {
     store.audit_events_after(0, 10_000).await.unwrap()
-}
-
-fn assert_chain_ok(events: &[AuditEvent]) {
-    let mut verifier = ChainVerifier::default();
-    for e in events {
-        assert!(verifier.push(e), "chain broken at seq {}", e.seq);
-    }
-    assert!(verifier.report().ok);
 }
 
 async fn answers_ping(store: DynStore) {

@@ -174,6 +174,13 @@ impl TestApp {
             .unwrap()
     }
 
+    /// GETs `path` and returns the JSON body, asserting a 200.
+    pub async fn get_json(&self, path: &str, token: &str) -> Value {
+        let response = self.request(Method::GET, path, token).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
     pub async fn get_policy(&self, token: &str, vm: &str) -> Response {
         self.request(Method::GET, &policy_path(vm), token)
             .send()
@@ -222,6 +229,15 @@ pub async fn problem(response: Response, status: u16) -> Value {
         .starts_with("urn:jitgate:problem:"));
     assert!(body["title"].is_string());
     body
+}
+
+/// Asserts that `events` form one unbroken hash chain from the first event on.
+pub fn assert_chain_ok(events: &[jitgate::audit::AuditEvent]) {
+    let mut verifier = jitgate::audit::ChainVerifier::default();
+    for e in events {
+        assert!(verifier.push(e), "chain broken at seq {}", e.seq);
+    }
+    assert!(verifier.report().ok);
 }
 
 /// The `field`s of a validation problem.
