@@ -37,6 +37,9 @@ pub struct Settings {
     /// OIDC authority [default: https://login.microsoftonline.com]
     #[arg(long, env = "JITGATE_ENTRA_AUTHORITY")]
     pub entra_authority: Option<String>,
+    /// Clock skew accepted on token exp/nbf, ISO 8601, at most PT5M [default: PT1M]
+    #[arg(long, env = "JITGATE_TOKEN_LEEWAY")]
+    pub token_leeway: Option<String>,
     /// sim (built-in simulator) or azure [default: sim]
     #[arg(long, env = "JITGATE_ARM_MODE")]
     pub arm_mode: Option<String>,
@@ -147,6 +150,7 @@ pub struct Config {
     pub database: DatabaseUrl,
     pub data_dir: PathBuf,
     pub auth: AuthConfig,
+    pub token_leeway: std::time::Duration,
     pub arm: ArmConfig,
     pub subscriptions: Vec<String>,
     pub trusted_proxies: Vec<IpNet>,
@@ -192,6 +196,7 @@ impl Settings {
             entra_tenant_id,
             entra_audience,
             entra_authority,
+            token_leeway,
             arm_mode,
             arm_endpoint,
             arm_credential,
@@ -280,6 +285,20 @@ impl Settings {
                 ))
             }
         };
+
+        let leeway_s = self.token_leeway.unwrap_or_else(|| "PT1M".into());
+        let token_leeway = leeway_s
+            .parse::<AccessDuration>()
+            .ok()
+            .filter(|d| d.as_secs() <= 300)
+            .map(|d| std::time::Duration::from_secs(d.as_secs().into()))
+            .ok_or_else(|| {
+                bad(
+                    "JITGATE_TOKEN_LEEWAY",
+                    &leeway_s,
+                    "expected an ISO 8601 duration from PT0S to PT5M".into(),
+                )
+            })?;
 
         let arm_mode = match self.arm_mode.as_deref().unwrap_or("sim") {
             "sim" => ArmMode::Sim,
@@ -399,6 +418,7 @@ impl Settings {
             database,
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from(".")),
             auth,
+            token_leeway,
             arm,
             subscriptions,
             trusted_proxies,

@@ -2,24 +2,51 @@
 
 use crate::api::{self, AppState};
 use crate::auth::dev::DevKey;
-use crate::auth::TokenValidator;
+use crate::auth::{jwks, JwksCache, TokenValidator};
 use crate::config::{redact_url, ArmMode, AuthConfig, Config, DatabaseUrl};
 use crate::metrics::Metrics;
 use crate::store::{self, DynStore};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-/// The token validator the configuration calls for.
-pub fn token_validator(config: &Config) -> anyhow::Result<TokenValidator> {
-    match &config.auth {
-        AuthConfig::Dev => Ok(DevKey::load_or_create(&config.data_dir)?.validator()),
-        AuthConfig::Entra { .. } => bail!(
-            "JITGATE_AUTH_MODE=entra is not available in this build yet (Entra ID token validation is the next milestone); use JITGATE_AUTH_MODE=dev"
-        ),
-    }
+/// The token validator the configuration calls for. In Entra mode this discovers the
+/// tenant's keys now, so that a wrong authority or tenant stops start-up with a clear error
+/// instead of failing every request later, and keeps them fresh in the background.
+pub async fn token_validator(config: &Config) -> anyhow::Result<TokenValidator> {
+    let validator = match &config.auth {
+        AuthConfig::Dev => DevKey::load_or_create(&config.data_dir)?.validator(),
+        AuthConfig::Entra {
+            tenant_id,
+            audiences,
+            authority,
+        } => {
+            let cache = JwksCache::discover(authority, tenant_id, jwks::DEFAULT_MIN_REFRESH_INTERVAL)
+                .await
+                .context("Entra ID sign-in keys are unavailable (check JITGATE_ENTRA_AUTHORITY and JITGATE_ENTRA_TENANT_ID)")?;
+            let cache = Arc::new(cache);
+            spawn_key_refresh(Arc::downgrade(&cache));
+            TokenValidator::entra(cache, authority.as_str(), tenant_id, audiences.clone())
+        }
+    };
+    Ok(validator.with_leeway(config.token_leeway))
+}
+
+/// Refreshes the tenant's keys every hour, so that a key Entra retires stops being accepted
+/// and a new one is there before its first token. Ends when the validator is dropped.
+fn spawn_key_refresh(cache: std::sync::Weak<JwksCache>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(jwks::BACKGROUND_REFRESH_INTERVAL);
+        tick.tick().await; // the first tick is immediate; discovery just fetched
+        loop {
+            tick.tick().await;
+            let Some(cache) = cache.upgrade() else { return };
+            // A failure is logged and kept in /readyz; the previous keys stay in use.
+            let _ = cache.refresh().await;
+        }
+    });
 }
 
 pub fn app_state(config: Config, store: DynStore, auth: TokenValidator) -> AppState {
@@ -54,7 +81,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             redact_url(database_url(&config.database))
         )
     })?;
-    let auth = token_validator(&config)?;
+    let auth = token_validator(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -80,6 +107,14 @@ fn announce(config: &Config, addr: SocketAddr) {
         ArmMode::Azure => "none: the ARM client is not part of this build yet; policies stay `pending`",
     };
     tracing::warn!("ARM: {arm}");
+    if let AuthConfig::Entra {
+        tenant_id,
+        audiences,
+        authority,
+    } = &config.auth
+    {
+        tracing::info!(tenant = %tenant_id, audiences = ?audiences, authority = %authority, "Entra ID tokens accepted");
+    }
     if let AuthConfig::Dev = config.auth {
         let key = DevKey::path(&config.data_dir);
         tracing::warn!(key = %key.display(), "DEV AUTH: tokens are signed by a local key; never expose this mode to a network");

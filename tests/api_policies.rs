@@ -462,6 +462,6 @@ async fn me_shows_the_caller_and_its_roles() {
     assert_eq!(me["kind"], "User");
     assert_eq!(
         me["roles"],
-        json!([{ "role": "Jit.Approver", "scope": format!("/subscriptions/{SUB}") }])
+        json!([{ "role": "Jit.Approver", "scope": format!("/subscriptions/{SUB}"), "source": "token" }])
     );
 }

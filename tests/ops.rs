@@ -15,7 +15,7 @@ async fn health_and_readiness_need_no_token() {
     let body: Value = ready.json().await.unwrap();
     assert_eq!(
         body,
-        json!({ "ready": true, "database": "ok", "signingKeys": 1 })
+        json!({ "ready": true, "database": "ok", "signingKeys": { "source": "dev", "keys": 1 } })
     );
 }
 

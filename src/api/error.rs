@@ -80,6 +80,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("payload too large")]
     PayloadTooLarge(String),
     #[error("unsupported media type: {0}")]
@@ -117,6 +119,7 @@ impl From<StoreError> for ApiError {
             StoreError::PreconditionFailed => ApiError::PreconditionFailed(
                 "the resource's current ETag does not match If-Match / If-None-Match".into(),
             ),
+            StoreError::Conflict(why) => ApiError::Conflict(why),
             StoreError::Unavailable(why) => ApiError::Unavailable(why),
             other => ApiError::Internal(other.into()),
         }
@@ -173,6 +176,12 @@ impl IntoResponse for ApiError {
                 S::PRECONDITION_FAILED,
                 "precondition-failed",
                 "The resource has changed",
+                detail,
+            ),
+            ApiError::Conflict(detail) => Problem::new(
+                S::CONFLICT,
+                "conflict",
+                "The request conflicts with the resource's current state",
                 detail,
             ),
             ApiError::PayloadTooLarge(detail) => Problem::new(

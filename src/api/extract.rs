@@ -5,6 +5,7 @@ use super::error::{ApiError, ApiResult};
 use super::AppState;
 use crate::auth::{AuthError, Caller};
 use crate::domain::{FieldErrors, VmId};
+use crate::rbac;
 use crate::store::{PageRequest, Precondition};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -29,7 +30,14 @@ impl FromRequestParts<AppState> for Caller {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(AuthError::Missing.into());
         }
-        Ok(state.auth.validate(token.trim())?)
+        let mut caller = state.auth.validate(token.trim()).await?;
+        // The service's own role assignments that name this caller or one of its groups.
+        let mut principals = Vec::with_capacity(1 + caller.groups.len());
+        principals.push(caller.principal.id.clone());
+        principals.extend(caller.groups.iter().cloned());
+        let assignments = state.store.role_assignments_for(&principals).await?;
+        rbac::add_assigned_roles(&mut caller, assignments);
+        Ok(caller)
     }
 }
 

@@ -21,14 +21,24 @@ pub struct Me {
     pub name: String,
     pub kind: CallerKind,
     pub roles: Vec<EffectiveRole>,
+    /// The Entra groups the token names (role assignments to them apply).
     pub groups: Vec<String>,
+    /// The token carried the groups overage claim instead of the groups: assignments to
+    /// groups cannot be counted for this caller.
+    pub groups_overage: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct EffectiveRole {
     pub role: Role,
     /// `/` for tenant-wide, else an ARM scope.
     pub scope: String,
+    /// `token` (an Entra app role) or `assignment` (a role assignment of this service).
+    pub source: String,
+    /// The role assignment that grants it, when `source` is `assignment`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignment_id: Option<String>,
 }
 
 /// The caller and its effective roles with their scopes.
@@ -53,8 +63,16 @@ async fn me(caller: Caller) -> ApiResult<Json<Me>> {
             .map(|g| EffectiveRole {
                 role: g.role,
                 scope: g.scope.to_string(),
+                source: if g.assignment.is_some() {
+                    "assignment"
+                } else {
+                    "token"
+                }
+                .into(),
+                assignment_id: g.assignment,
             })
             .collect(),
         groups: caller.groups,
+        groups_overage: caller.groups_overage,
     }))
 }

@@ -7,6 +7,7 @@ pub mod me;
 mod middleware;
 pub mod ops;
 pub mod policies;
+pub mod role_assignments;
 
 use crate::auth::TokenValidator;
 use crate::config::Config;
@@ -68,6 +69,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(policies::router())
         .merge(me::router())
+        .merge(role_assignments::router())
         .merge(ops::router())
 }
 

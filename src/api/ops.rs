@@ -1,6 +1,7 @@
 //! Operations endpoints: liveness, readiness, metrics and the OpenAPI document. No token needed.
 
 use super::AppState;
+use crate::auth::KeySetStatus;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -30,8 +31,8 @@ pub struct Readiness {
     pub ready: bool,
     /// `ok`, or why the database cannot be reached.
     pub database: String,
-    /// How many token-signing keys are loaded.
-    pub signing_keys: usize,
+    /// The token-signing key set: where it comes from, how many keys, when last fetched.
+    pub signing_keys: KeySetStatus,
 }
 
 /// Liveness: the process answers.
@@ -55,8 +56,8 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             "unreachable".to_string()
         }
     };
-    let signing_keys = state.auth.keys_loaded();
-    let ready = database == "ok" && signing_keys > 0;
+    let signing_keys = state.auth.key_status();
+    let ready = database == "ok" && signing_keys.keys > 0;
     let status = if ready {
         StatusCode::OK
     } else {

@@ -134,7 +134,7 @@ async fn put_policy(
     headers: HeaderMap,
     body: JsonBody,
 ) -> ApiResult<Response> {
-    rbac::authorize(&caller, Action::WritePolicy, &vm)?;
+    rbac::authorize_vm(&caller, Action::WritePolicy, &vm)?;
     let precondition = precondition(&headers)?;
     let policy = Policy::parse(body.parse::<PolicyDraft>()?, &state.config.durations)?;
     let written = state
@@ -176,7 +176,7 @@ async fn get_policy(
     caller: Caller,
     VmPath(vm): VmPath,
 ) -> ApiResult<Response> {
-    rbac::authorize(&caller, Action::ReadPolicy, &vm)?;
+    rbac::authorize_vm(&caller, Action::ReadPolicy, &vm)?;
     match state.store.get_policy(&vm).await? {
         Some(policy) => Ok(with_etag(StatusCode::OK, policy)),
         None => Err(ApiError::NotFound(format!("{vm} has no JIT policy"))),
@@ -205,7 +205,7 @@ async fn delete_policy(
     VmPath(vm): VmPath,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    rbac::authorize(&caller, Action::WritePolicy, &vm)?;
+    rbac::authorize_vm(&caller, Action::WritePolicy, &vm)?;
     let precondition = precondition(&headers)?;
     match state
         .store

@@ -2,7 +2,7 @@
 //! like Entra ID v2 access tokens. `jitgate serve` validates them through the same
 //! [`TokenValidator`] that Entra tokens go through; `jitgate token` mints them.
 
-use super::{KeySet, TokenValidator, VerifyingKey};
+use super::{KeySet, KeySource, TokenValidator, VerifyingKey};
 use crate::domain::Scope;
 use crate::rbac::Role;
 use anyhow::Context;
@@ -159,7 +159,7 @@ impl DevKey {
     /// The validator for dev mode: this key, the dev issuer, audience and tenant.
     pub fn validator(&self) -> TokenValidator {
         TokenValidator::new(
-            KeySet::new(vec![self.verifying_key()]),
+            KeySource::Static(std::sync::Arc::new(KeySet::new(vec![self.verifying_key()]))),
             vec![dev_issuer()],
             vec![DEV_AUDIENCE.to_string()],
             DEV_TENANT_ID.to_string(),
@@ -214,12 +214,16 @@ mod tests {
     use super::*;
     use crate::auth::{AuthError, CallerKind};
 
-    #[test]
-    fn a_minted_token_validates_into_its_caller() {
+    #[tokio::test]
+    async fn a_minted_token_validates_into_its_caller() {
         let key = DevKey::generate();
         let mut spec = DevTokenSpec::user("alice", &[Role::Admin, Role::Auditor]);
         spec.scopes = vec![Scope::parse("/subscriptions/s1").unwrap()];
-        let caller = key.validator().validate(&key.mint(&spec).unwrap()).unwrap();
+        let caller = key
+            .validator()
+            .validate(&key.mint(&spec).unwrap())
+            .await
+            .unwrap();
         assert_eq!(caller.principal.name, "alice");
         assert_eq!(caller.principal.id, spec.object_id());
         assert_eq!(caller.kind, CallerKind::User);
@@ -230,8 +234,8 @@ mod tests {
             .all(|g| g.scope.to_string() == "/subscriptions/s1"));
     }
 
-    #[test]
-    fn the_key_is_created_once_and_reused() {
+    #[tokio::test]
+    async fn the_key_is_created_once_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let first = DevKey::load_or_create(dir.path()).unwrap();
         let second = DevKey::load_or_create(dir.path()).unwrap();
@@ -239,7 +243,7 @@ mod tests {
         let token = first
             .mint(&DevTokenSpec::user("bob", &[Role::Requester]))
             .unwrap();
-        assert!(second.validator().validate(&token).is_ok());
+        assert!(second.validator().validate(&token).await.is_ok());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -251,41 +255,53 @@ mod tests {
         }
     }
 
-    #[test]
-    fn tokens_failing_any_check_are_refused_for_that_reason() {
+    #[tokio::test]
+    async fn tokens_failing_any_check_are_refused_for_that_reason() {
         let key = DevKey::generate();
         let validator = key.validator();
         let spec = DevTokenSpec::user("alice", &[Role::Admin]);
         let altered = |field: &str, value: serde_json::Value| {
             let mut claims = key.claims(&spec);
             claims[field] = value;
-            validator
-                .validate(&key.mint_claims(&claims).unwrap())
-                .unwrap_err()
+            key.mint_claims(&claims).unwrap()
         };
         let now = chrono::Utc::now().timestamp();
-        assert_eq!(altered("exp", json!(now - 3600)), AuthError::Expired);
-        assert_eq!(altered("nbf", json!(now + 3600)), AuthError::NotYetValid);
-        assert_eq!(
-            altered("aud", json!("api://other")),
-            AuthError::WrongAudience
-        );
-        assert_eq!(
-            altered("iss", json!("https://evil.example/v2.0")),
-            AuthError::WrongIssuer
-        );
-        assert_eq!(
-            altered("tid", json!("11111111-1111-1111-1111-111111111111")),
-            AuthError::WrongTenant
-        );
+        let cases = [
+            ("exp", json!(now - 3600), AuthError::Expired),
+            ("nbf", json!(now + 3600), AuthError::NotYetValid),
+            ("aud", json!("api://other"), AuthError::WrongAudience),
+            (
+                "iss",
+                json!("https://evil.example/v2.0"),
+                AuthError::WrongIssuer,
+            ),
+            (
+                "tid",
+                json!("11111111-1111-1111-1111-111111111111"),
+                AuthError::WrongTenant,
+            ),
+        ];
+        for (field, value, expected) in cases {
+            assert_eq!(
+                validator
+                    .validate(&altered(field, value))
+                    .await
+                    .unwrap_err(),
+                expected,
+                "{field}"
+            );
+        }
 
         let other = DevKey::generate();
         assert_eq!(
-            validator.validate(&other.mint(&spec).unwrap()).unwrap_err(),
+            validator
+                .validate(&other.mint(&spec).unwrap())
+                .await
+                .unwrap_err(),
             AuthError::UnknownKey
         );
         assert_eq!(
-            validator.validate("not.a.jwt").unwrap_err(),
+            validator.validate("not.a.jwt").await.unwrap_err(),
             AuthError::Malformed
         );
 
@@ -293,12 +309,15 @@ mod tests {
         let header = URL_SAFE_NO_PAD
             .encode(json!({ "alg": "none", "typ": "JWT", "kid": key.kid() }).to_string());
         let body = URL_SAFE_NO_PAD.encode(key.claims(&spec).to_string());
-        assert!(validator.validate(&format!("{header}.{body}.")).is_err());
+        assert!(validator
+            .validate(&format!("{header}.{body}."))
+            .await
+            .is_err());
 
         // A signature from our key with the last byte changed.
         let mut token = key.mint(&spec).unwrap();
         let last = token.pop().unwrap();
         token.push(if last == 'A' { 'B' } else { 'A' });
-        assert!(validator.validate(&token).is_err());
+        assert!(validator.validate(&token).await.is_err());
     }
 }

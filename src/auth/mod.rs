@@ -3,11 +3,13 @@
 //! [`Caller`] that the RBAC decision reads.
 
 pub mod dev;
+pub mod jwks;
 pub mod keys;
 pub mod token;
 
+pub use jwks::{JwksCache, KeySetStatus};
 pub use keys::{KeySet, VerifyingKey};
-pub use token::TokenValidator;
+pub use token::{KeySource, TokenValidator};
 
 use crate::domain::Principal;
 use crate::rbac::RoleGrant;
@@ -20,6 +22,9 @@ pub struct Caller {
     pub roles: Vec<RoleGrant>,
     /// Entra group object ids from the `groups` claim.
     pub groups: Vec<String>,
+    /// The token carried the groups overage claim instead of the groups (the user is in more
+    /// groups than fit in a token), so group-based assignments could not be evaluated.
+    pub groups_overage: bool,
 }
 
 /// A person (delegated token) or an application acting as itself (app-only token).

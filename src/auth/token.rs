@@ -1,11 +1,14 @@
 //! Bearer token validation: the same checks Entra ID access tokens get, whatever signed them.
 
-use super::{AuthError, Caller, CallerKind, KeySet};
+use super::{AuthError, Caller, CallerKind, JwksCache, KeySet, KeySetStatus};
 use crate::domain::{Principal, Scope};
 use crate::rbac::{Role, RoleGrant};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{decode, decode_header, Validation};
 use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The claims jitgate reads. `aud`, `iss`, `exp` and `nbf` are checked by `jsonwebtoken`
 /// itself; everything else is read here.
@@ -27,6 +30,25 @@ struct Claims {
     /// Dev tokens only: ARM scopes the token's roles are narrowed to.
     #[serde(default)]
     jitgate_scopes: Vec<String>,
+    /// Entra's overage indicator: `{"groups": "src1"}` when the groups did not fit.
+    #[serde(default, rename = "_claim_names")]
+    claim_names: HashMap<String, serde_json::Value>,
+}
+
+/// Where the keys come from: fixed (the dev key), or the tenant's JWKS, refreshed as needed.
+#[derive(Clone)]
+pub enum KeySource {
+    Static(Arc<KeySet>),
+    Jwks(Arc<JwksCache>),
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Static(keys) => f.debug_tuple("Static").field(&keys.len()).finish(),
+            KeySource::Jwks(_) => f.write_str("Jwks"),
+        }
+    }
 }
 
 /// Validates tokens: signature by a known key with its pinned algorithm, `exp`/`nbf` with a
@@ -34,7 +56,7 @@ struct Claims {
 /// `tid` equal to the tenant.
 #[derive(Debug, Clone)]
 pub struct TokenValidator {
-    keys: KeySet,
+    keys: KeySource,
     issuers: Vec<String>,
     audiences: Vec<String>,
     tenant_id: String,
@@ -46,7 +68,7 @@ pub struct TokenValidator {
 
 impl TokenValidator {
     pub fn new(
-        keys: KeySet,
+        keys: KeySource,
         issuers: Vec<String>,
         audiences: Vec<String>,
         tenant_id: String,
@@ -66,14 +88,63 @@ impl TokenValidator {
         self
     }
 
-    pub fn keys_loaded(&self) -> usize {
-        self.keys.len()
+    /// Accepts `exp`/`nbf` this far off, for clock skew between the IdP and us.
+    pub fn with_leeway(mut self, leeway: Duration) -> Self {
+        self.leeway_secs = leeway.as_secs();
+        self
     }
 
-    pub fn validate(&self, token: &str) -> Result<Caller, AuthError> {
+    /// The validator for an Entra tenant: v1 and v2 issuers of `tenant_id` under `authority`.
+    pub fn entra(
+        keys: Arc<JwksCache>,
+        authority: &str,
+        tenant_id: &str,
+        audiences: Vec<String>,
+    ) -> Self {
+        let issuers = vec![
+            format!("https://sts.windows.net/{tenant_id}/"),
+            format!("{}/{tenant_id}/v2.0", authority.trim_end_matches('/')),
+        ];
+        Self::new(
+            KeySource::Jwks(keys),
+            issuers,
+            audiences,
+            tenant_id.to_string(),
+        )
+    }
+
+    pub fn key_status(&self) -> KeySetStatus {
+        match &self.keys {
+            KeySource::Static(keys) => KeySetStatus {
+                source: "dev".into(),
+                keys: keys.len(),
+                fetched_at: None,
+                fetches: None,
+                last_error: None,
+            },
+            KeySource::Jwks(cache) => cache.status(),
+        }
+    }
+
+    pub fn key_source(&self) -> &KeySource {
+        &self.keys
+    }
+
+    pub async fn validate(&self, token: &str) -> Result<Caller, AuthError> {
         let header = decode_header(token).map_err(|_| AuthError::Malformed)?;
         let kid = header.kid.ok_or(AuthError::UnknownKey)?;
-        let key = self.keys.find(&kid).ok_or(AuthError::UnknownKey)?;
+        let keys = match &self.keys {
+            KeySource::Static(keys) => keys.clone(),
+            KeySource::Jwks(cache) => {
+                let keys = cache.keys();
+                if keys.find(&kid).is_some() {
+                    keys
+                } else {
+                    cache.refresh_for_unknown_kid(&kid).await
+                }
+            }
+        };
+        let key = keys.find(&kid).ok_or(AuthError::UnknownKey)?;
         if header.alg != key.algorithm {
             return Err(AuthError::WrongAlgorithm);
         }
@@ -138,6 +209,7 @@ impl TokenValidator {
                 scopes.iter().map(move |scope| RoleGrant {
                     role,
                     scope: scope.clone(),
+                    assignment: None,
                 })
             })
             .collect();
@@ -150,6 +222,7 @@ impl TokenValidator {
             },
             roles,
             groups: claims.groups,
+            groups_overage: claims.claim_names.contains_key("groups"),
         })
     }
 }

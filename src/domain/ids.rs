@@ -179,6 +179,40 @@ impl Scope {
         }
     }
 
+    /// Whether this scope covers all of `other` (a scope covers itself). Compared on whole,
+    /// case-folded path segments.
+    pub fn contains(&self, other: &Scope) -> bool {
+        let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        match (self, other) {
+            (Scope::Tenant, _) => true,
+            (_, Scope::Tenant) => false,
+            (_, Scope::Vm(vm)) => self.covers(vm),
+            (Scope::Subscription { subscription: s }, Scope::Subscription { subscription: o })
+            | (
+                Scope::Subscription { subscription: s },
+                Scope::ResourceGroup {
+                    subscription: o, ..
+                },
+            ) => same(s, o),
+            (
+                Scope::ResourceGroup {
+                    subscription: s,
+                    resource_group: r,
+                },
+                Scope::ResourceGroup {
+                    subscription: os,
+                    resource_group: or,
+                },
+            ) => same(s, os) && same(r, or),
+            _ => false,
+        }
+    }
+
+    /// The lower-cased ARM path of the scope: what the store indexes and compares.
+    pub fn key(&self) -> String {
+        self.to_string().to_ascii_lowercase()
+    }
+
     /// Whether this scope covers `vm`. Compared on whole, case-folded path segments, so
     /// `/subscriptions/abc` never covers a VM in `/subscriptions/abcd`.
     pub fn covers(&self, vm: &VmId) -> bool {
@@ -276,6 +310,13 @@ mod tests {
         assert!(!other_rg.covers(&vm));
         assert!(Scope::parse(VM).unwrap().covers(&vm));
         assert!(Scope::parse("/subscriptions").is_err());
+        assert!(sub.contains(&rg) && !rg.contains(&sub) && sub.contains(&sub));
+        assert!(
+            !prefix.contains(&rg),
+            "a prefix of a subscription id is another subscription"
+        );
+        assert!(Scope::Tenant.contains(&sub) && !sub.contains(&Scope::Tenant));
+        assert!(rg.contains(&Scope::Vm(vm.clone())) && !other_rg.contains(&Scope::Vm(vm)));
         assert!(Scope::parse("/tenants/x").is_err());
     }
 }

@@ -13,6 +13,7 @@ pub mod sqlite;
 use crate::audit::AuditEvent;
 use crate::config::DatabaseUrl;
 use crate::domain::{Policy, Principal, Scope, VmId};
+use crate::rbac::{Role, RoleAssignment};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,40 @@ pub trait Store: Send + Sync + 'static {
         page: &PageRequest,
     ) -> Result<Page<StoredPolicy>, StoreError>;
 
+    /// Creates or replaces the role assignment `put.assignment.id`, with its audit event.
+    /// Another assignment of the same role to the same principal at the same scope is a
+    /// [`StoreError::Conflict`].
+    async fn put_role_assignment(
+        &self,
+        put: RoleAssignmentPut,
+    ) -> Result<RoleAssignmentWritten, StoreError>;
+
+    async fn get_role_assignment(
+        &self,
+        id: &str,
+    ) -> Result<Option<StoredRoleAssignment>, StoreError>;
+
+    /// Deletes a role assignment, with its audit event; returns what was deleted.
+    async fn delete_role_assignment(
+        &self,
+        id: &str,
+        by: &Principal,
+        now: DateTime<Utc>,
+    ) -> Result<StoredRoleAssignment, StoreError>;
+
+    /// One keyset page of role assignments, ordered by id.
+    async fn list_role_assignments(
+        &self,
+        filter: &RoleAssignmentFilter,
+        page: &PageRequest,
+    ) -> Result<Page<StoredRoleAssignment>, StoreError>;
+
+    /// Every assignment naming one of these principal ids (a caller's object id and groups).
+    async fn role_assignments_for(
+        &self,
+        principal_ids: &[String],
+    ) -> Result<Vec<RoleAssignment>, StoreError>;
+
     /// Audit events with `seq > after`, in chain order.
     async fn audit_events_after(
         &self,
@@ -73,6 +108,9 @@ pub enum StoreError {
     /// An `If-Match` / `If-None-Match` condition did not hold.
     #[error("precondition failed")]
     PreconditionFailed,
+    /// The write would break a uniqueness rule; the text says which.
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("database error: {0}")]
@@ -194,4 +232,50 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// The key of the last row, when more rows follow.
     pub next_after: Option<String>,
+}
+
+/// A role assignment write.
+#[derive(Debug, Clone)]
+pub struct RoleAssignmentPut {
+    pub assignment: RoleAssignment,
+    pub by: Principal,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRoleAssignment {
+    pub assignment: RoleAssignment,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: Principal,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoleAssignmentWritten {
+    pub assignment: StoredRoleAssignment,
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RoleAssignmentFilter {
+    pub principal_id: Option<String>,
+    pub role: Option<Role>,
+    /// Only assignments at or under one of these scopes (the caller's visibility); `None`
+    /// means everywhere.
+    pub within: Option<Vec<Scope>>,
+}
+
+impl<T> Page<T> {
+    /// A page from a query that fetched one row more than `limit`, to tell whether another
+    /// page follows; `key` gives the keyset position of a row.
+    pub(crate) fn from_overfetch(
+        mut items: Vec<T>,
+        limit: u32,
+        key: impl Fn(&T) -> String,
+    ) -> Page<T> {
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        let next_after = if more { items.last().map(key) } else { None };
+        Page { items, next_after }
+    }
 }

@@ -1,8 +1,9 @@
 //! Rows as both databases return them, and their conversion into domain values.
 
-use super::{Enforcement, EnforcementState, StoreError, StoredPolicy};
+use super::{Enforcement, EnforcementState, StoreError, StoredPolicy, StoredRoleAssignment};
 use crate::audit::AuditEvent;
 use crate::domain::{Principal, VmId};
+use crate::rbac::RoleAssignment;
 use chrono::{DateTime, Utc};
 
 #[derive(Debug, sqlx::FromRow)]
@@ -92,6 +93,46 @@ impl TryFrom<AuditRow> for AuditEvent {
             data: serde_json::from_str(&row.data).map_err(|e| corrupt("audit data", e))?,
             prev_hash: row.prev_hash,
             hash: row.hash,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct RoleAssignmentRow {
+    pub id: String,
+    pub principal_id: String,
+    pub principal_type: String,
+    pub role: String,
+    pub scope: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by_id: String,
+    pub updated_by_name: String,
+}
+
+pub(super) const ROLE_ASSIGNMENT_COLUMNS: &str =
+    "id, principal_id, principal_type, role, scope, created_at, updated_at, updated_by_id, updated_by_name";
+
+impl TryFrom<RoleAssignmentRow> for StoredRoleAssignment {
+    type Error = StoreError;
+    fn try_from(row: RoleAssignmentRow) -> Result<Self, StoreError> {
+        Ok(StoredRoleAssignment {
+            assignment: RoleAssignment {
+                id: row.id,
+                principal_id: row.principal_id,
+                principal_type: row
+                    .principal_type
+                    .parse()
+                    .map_err(|e| corrupt("principal_type", e))?,
+                role: row.role.parse().map_err(|e| corrupt("role", e))?,
+                scope: crate::domain::Scope::parse(&row.scope).map_err(|e| corrupt("scope", e))?,
+            },
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            updated_by: Principal {
+                id: row.updated_by_id,
+                name: row.updated_by_name,
+            },
         })
     }
 }

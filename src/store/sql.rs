@@ -6,9 +6,10 @@
 //! types; what differs (pool set-up, claiming rows) lives in `sqlite.rs` / `postgres.rs`.
 //! A store type must provide `fn writer(&self) -> &Pool<DB>` and `fn reader(&self) -> &Pool<DB>`.
 
-use super::Precondition;
+use super::{Precondition, StoreError};
 use crate::audit::NewAuditEvent;
 use crate::domain::{Principal, VmId};
+use crate::rbac::RoleAssignment;
 use serde_json::json;
 
 /// The audit event for a policy change.
@@ -25,6 +26,43 @@ pub(super) fn policy_event(
         resource_id: vm.as_str().to_string(),
         request_id: None,
         data: json!({ "policy": spec, "etag": etag }),
+    }
+}
+
+/// The audit event for a role assignment change.
+pub(super) fn assignment_event(
+    event_type: &'static str,
+    a: &RoleAssignment,
+    by: &Principal,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        event_type,
+        actor: by.clone(),
+        resource_id: format!("/roleAssignments/{}", a.id),
+        request_id: None,
+        data: json!({
+            "id": a.id,
+            "principalId": a.principal_id,
+            "principalType": a.principal_type.to_string(),
+            "role": a.role.as_str(),
+            "scope": a.scope.to_string(),
+        }),
+    }
+}
+
+pub(super) fn assignment_exists(twin: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "role assignment {twin:?} already grants this role to this principal at this scope"
+    ))
+}
+
+/// A unique-index violation on a role assignment write means a twin won a race with us.
+pub(super) fn unique_violation_as_conflict(e: sqlx::Error, id: &str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(format!(
+            "another role assignment grants the same role to the same principal at the same scope as {id:?}"
+        )),
+        _ => StoreError::from_sqlx(e),
     }
 }
 
@@ -279,11 +317,166 @@ macro_rules! impl_sql_store {
                 // One row more than asked tells whether another page follows.
                 q.push(" ORDER BY vm_key LIMIT ").push_bind(i64::from(page.limit) + 1);
                 let rows: Vec<PolicyRow> = q.build_query_as().fetch_all(self.reader()).await.map_err(StoreError::from_sqlx)?;
-                let mut items = rows.into_iter().map(StoredPolicy::try_from).collect::<Result<Vec<_>, _>>()?;
-                let more = items.len() > page.limit as usize;
-                items.truncate(page.limit as usize);
-                let next_after = if more { items.last().map(|p| p.vm.key().to_string()) } else { None };
-                Ok(Page { items, next_after })
+                let items = rows.into_iter().map(StoredPolicy::try_from).collect::<Result<Vec<_>, _>>()?;
+                Ok(Page::from_overfetch(items, page.limit, |p| p.vm.key().to_string()))
+            }
+
+            async fn put_role_assignment(
+                &self,
+                put: $crate::store::RoleAssignmentPut,
+            ) -> Result<$crate::store::RoleAssignmentWritten, $crate::store::StoreError> {
+                use $crate::store::rows::{RoleAssignmentRow, ROLE_ASSIGNMENT_COLUMNS};
+                use $crate::store::{RoleAssignmentWritten, StoreError};
+                use chrono::SubsecRound;
+                let now = put.now.trunc_subsecs(6);
+                let a = &put.assignment;
+                let scope_key = a.scope.key();
+                let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
+                let twin: Option<(String,)> = sqlx::query_as(
+                    "SELECT id FROM role_assignments WHERE principal_id = $1 AND role = $2 AND scope_key = $3 AND id <> $4",
+                )
+                .bind(&a.principal_id)
+                .bind(a.role.as_str())
+                .bind(&scope_key)
+                .bind(&a.id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                if let Some((twin,)) = twin {
+                    return Err($crate::store::sql::assignment_exists(&twin));
+                }
+                let existed: Option<(String,)> = sqlx::query_as("SELECT id FROM role_assignments WHERE id = $1")
+                    .bind(&a.id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                let sql = format!(
+                    "INSERT INTO role_assignments (id, principal_id, principal_type, role, scope, scope_key, created_at, updated_at, \
+                     updated_by_id, updated_by_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) \
+                     ON CONFLICT (id) DO UPDATE SET principal_id = excluded.principal_id, principal_type = excluded.principal_type, \
+                     role = excluded.role, scope = excluded.scope, scope_key = excluded.scope_key, updated_at = excluded.updated_at, \
+                     updated_by_id = excluded.updated_by_id, updated_by_name = excluded.updated_by_name \
+                     RETURNING {ROLE_ASSIGNMENT_COLUMNS}"
+                );
+                let row: RoleAssignmentRow = sqlx::query_as(&sql)
+                    .bind(&a.id)
+                    .bind(&a.principal_id)
+                    .bind(a.principal_type.to_string())
+                    .bind(a.role.as_str())
+                    .bind(a.scope.to_string())
+                    .bind(&scope_key)
+                    .bind(now)
+                    .bind(&put.by.id)
+                    .bind(&put.by.name)
+                    .fetch_one(&mut *tx)
+                    .await
+                    // A concurrent twin that committed after our check trips the unique index.
+                    .map_err(|e| $crate::store::sql::unique_violation_as_conflict(e, &a.id))?;
+                let created = existed.is_none();
+                let event_type = if created { "roleAssignment.created" } else { "roleAssignment.updated" };
+                Self::append_audit(&mut tx, $crate::store::sql::assignment_event(event_type, a, &put.by), now).await?;
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(RoleAssignmentWritten {
+                    assignment: row.try_into()?,
+                    created,
+                })
+            }
+
+            async fn get_role_assignment(
+                &self,
+                id: &str,
+            ) -> Result<Option<$crate::store::StoredRoleAssignment>, $crate::store::StoreError> {
+                use $crate::store::rows::{RoleAssignmentRow, ROLE_ASSIGNMENT_COLUMNS};
+                let row: Option<RoleAssignmentRow> =
+                    sqlx::query_as(&format!("SELECT {ROLE_ASSIGNMENT_COLUMNS} FROM role_assignments WHERE id = $1"))
+                        .bind(id)
+                        .fetch_optional(self.reader())
+                        .await
+                        .map_err($crate::store::StoreError::from_sqlx)?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn delete_role_assignment(
+                &self,
+                id: &str,
+                by: &$crate::domain::Principal,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<$crate::store::StoredRoleAssignment, $crate::store::StoreError> {
+                use $crate::store::rows::{RoleAssignmentRow, ROLE_ASSIGNMENT_COLUMNS};
+                use $crate::store::{StoreError, StoredRoleAssignment};
+                use chrono::SubsecRound;
+                let now = now.trunc_subsecs(6);
+                let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
+                let row: Option<RoleAssignmentRow> =
+                    sqlx::query_as(&format!("DELETE FROM role_assignments WHERE id = $1 RETURNING {ROLE_ASSIGNMENT_COLUMNS}"))
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                let deleted: StoredRoleAssignment = row.ok_or(StoreError::NotFound)?.try_into()?;
+                let event = $crate::store::sql::assignment_event("roleAssignment.deleted", &deleted.assignment, by);
+                Self::append_audit(&mut tx, event, now).await?;
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(deleted)
+            }
+
+            async fn list_role_assignments(
+                &self,
+                filter: &$crate::store::RoleAssignmentFilter,
+                page: &$crate::store::PageRequest,
+            ) -> Result<$crate::store::Page<$crate::store::StoredRoleAssignment>, $crate::store::StoreError> {
+                use $crate::store::rows::{RoleAssignmentRow, ROLE_ASSIGNMENT_COLUMNS};
+                use $crate::store::{StoreError, StoredRoleAssignment};
+                let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {ROLE_ASSIGNMENT_COLUMNS} FROM role_assignments WHERE 1 = 1"));
+                if let Some(p) = &filter.principal_id {
+                    q.push(" AND principal_id = ").push_bind(p.clone());
+                }
+                if let Some(role) = filter.role {
+                    q.push(" AND role = ").push_bind(role.as_str());
+                }
+                if let Some(scopes) = &filter.within {
+                    // At a scope or under it, on whole path segments: compare the prefix with
+                    // its trailing '/', never a LIKE pattern ('_' is a wildcard there).
+                    q.push(" AND (1 = 0");
+                    for scope in scopes {
+                        if *scope == $crate::domain::Scope::Tenant {
+                            q.push(" OR 1 = 1");
+                            continue;
+                        }
+                        let key = scope.key();
+                        let under = format!("{key}/");
+                        let len = i32::try_from(under.chars().count()).unwrap_or(i32::MAX);
+                        q.push(" OR scope_key = ").push_bind(key);
+                        q.push(" OR substr(scope_key, 1, ").push_bind(len).push(") = ").push_bind(under);
+                    }
+                    q.push(")");
+                }
+                if let Some(after) = &page.after {
+                    q.push(" AND id > ").push_bind(after.clone());
+                }
+                q.push(" ORDER BY id LIMIT ").push_bind(i64::from(page.limit) + 1);
+                let rows: Vec<RoleAssignmentRow> = q.build_query_as().fetch_all(self.reader()).await.map_err(StoreError::from_sqlx)?;
+                let items = rows.into_iter().map(StoredRoleAssignment::try_from).collect::<Result<Vec<_>, _>>()?;
+                Ok($crate::store::Page::from_overfetch(items, page.limit, |a| a.assignment.id.clone()))
+            }
+
+            async fn role_assignments_for(
+                &self,
+                principal_ids: &[String],
+            ) -> Result<Vec<$crate::rbac::RoleAssignment>, $crate::store::StoreError> {
+                use $crate::store::rows::{RoleAssignmentRow, ROLE_ASSIGNMENT_COLUMNS};
+                use $crate::store::{StoreError, StoredRoleAssignment};
+                if principal_ids.is_empty() {
+                    return Ok(vec![]);
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {ROLE_ASSIGNMENT_COLUMNS} FROM role_assignments WHERE principal_id IN ("));
+                let mut ids = q.separated(", ");
+                for id in principal_ids {
+                    ids.push_bind(id.clone());
+                }
+                q.push(") ORDER BY id");
+                let rows: Vec<RoleAssignmentRow> = q.build_query_as().fetch_all(self.reader()).await.map_err(StoreError::from_sqlx)?;
+                rows.into_iter().map(|r| StoredRoleAssignment::try_from(r).map(|s| s.assignment)).collect()
             }
 
             async fn audit_events_after(
