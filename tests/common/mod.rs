@@ -2,6 +2,8 @@
 //! fresh PostgreSQL schema when `JITGATE_TEST_POSTGRES_URL` is set), with real signed tokens.
 #![allow(dead_code)]
 
+pub mod idp;
+
 use jitgate::auth::dev::{DevKey, DevTokenSpec};
 use jitgate::config::{Config, Settings};
 use jitgate::domain::Scope;
@@ -124,7 +126,10 @@ impl TestApp {
         let store = db.store().await;
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = jitgate::server::app_state(config, store.clone(), key.validator());
+        let validator = jitgate::server::token_validator(&config)
+            .await
+            .expect("token validator");
+        let state = jitgate::server::app_state(config, store.clone(), validator);
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(jitgate::server::serve(listener, state, async {
             let _ = rx.await;
@@ -138,6 +143,11 @@ impl TestApp {
             _data_dir: data_dir,
             shutdown: Some(tx),
         }
+    }
+
+    /// A server that accepts the Entra-style tokens of `idp` (and no dev tokens).
+    pub async fn spawn_entra(idp: &idp::TestIdp) -> TestApp {
+        Self::spawn_on(TestDb::sqlite(), idp.settings()).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -179,6 +189,27 @@ impl TestApp {
         let response = self.request(Method::GET, path, token).send().await.unwrap();
         assert_eq!(response.status().as_u16(), 200, "GET {path}");
         response.json().await.unwrap()
+    }
+
+    /// PUTs a role assignment `id` of `role` at `scope` to a principal.
+    pub async fn assign(
+        &self,
+        token: &str,
+        id: &str,
+        principal: (&str, &str),
+        role: Role,
+        scope: &str,
+    ) -> Response {
+        self.request(Method::PUT, &format!("/v1/role-assignments/{id}"), token)
+            .json(&serde_json::json!({
+                "principalId": principal.0,
+                "principalType": principal.1,
+                "role": role.as_str(),
+                "scope": scope,
+            }))
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn get_policy(&self, token: &str, vm: &str) -> Response {
