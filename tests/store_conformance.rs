@@ -7,8 +7,10 @@ use chrono::{Duration, Utc};
 use common::{assert_chain_ok, TestDb};
 use jitgate::audit::AuditEvent;
 use jitgate::domain::{DurationLimits, Policy, PolicyDraft, Principal, Scope, VmId};
+use jitgate::rbac::{PrincipalType, Role, RoleAssignment};
 use jitgate::store::{
-    DynStore, EnforcementState, PageRequest, PolicyFilter, PolicyPut, Precondition, StoreError,
+    DynStore, EnforcementState, PageRequest, PolicyFilter, PolicyPut, Precondition,
+    RoleAssignmentFilter, RoleAssignmentPut, StoreError,
 };
 use serde_json::json;
 
@@ -49,6 +51,10 @@ conformance!(
     lists_filter_by_subscription_resource_group_and_scope,
     every_write_appends_one_chained_audit_event,
     concurrent_writers_keep_one_unforked_chain,
+    role_assignments_are_created_replaced_and_deleted_with_audit,
+    a_second_assignment_of_the_same_grant_conflicts,
+    role_assignments_list_within_scopes_on_whole_segments,
+    role_assignments_for_finds_users_and_groups,
 );
 
 fn vm(sub: &str, rg: &str, name: &str) -> VmId {
@@ -408,4 +414,292 @@ async fn concurrent_writers_keep_one_unforked_chain(store: DynStore) {
         8
     );
     assert_chain_ok(&events);
+}
+
+fn assignment(
+    id: &str,
+    principal: &str,
+    kind: PrincipalType,
+    role: Role,
+    scope: &str,
+) -> RoleAssignmentPut {
+    RoleAssignmentPut {
+        assignment: RoleAssignment {
+            id: id.into(),
+            principal_id: principal.into(),
+            principal_type: kind,
+            role,
+            scope: Scope::parse(scope).unwrap(),
+        },
+        by: alice(),
+        now: Utc::now(),
+    }
+}
+
+async fn role_assignments_are_created_replaced_and_deleted_with_audit(store: DynStore) {
+    let first = store
+        .put_role_assignment(assignment(
+            "a1",
+            "oid-bob",
+            PrincipalType::User,
+            Role::Approver,
+            "/subscriptions/s1",
+        ))
+        .await
+        .unwrap();
+    assert!(first.created);
+    let again = store
+        .put_role_assignment(assignment(
+            "a1",
+            "oid-bob",
+            PrincipalType::User,
+            Role::Admin,
+            "/subscriptions/s1/resourceGroups/rg",
+        ))
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.assignment.created_at, first.assignment.created_at);
+    let got = store.get_role_assignment("a1").await.unwrap().unwrap();
+    assert_eq!(got.assignment.role, Role::Admin);
+    assert_eq!(
+        got.assignment.scope.to_string(),
+        "/subscriptions/s1/resourceGroups/rg"
+    );
+    assert_eq!(got.updated_by, alice());
+
+    let deleted = store
+        .delete_role_assignment("a1", &alice(), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(deleted.assignment.role, Role::Admin);
+    assert!(store.get_role_assignment("a1").await.unwrap().is_none());
+    assert!(matches!(
+        store
+            .delete_role_assignment("a1", &alice(), Utc::now())
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let events = store.audit_events_after(0, 100).await.unwrap();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "roleAssignment.created",
+            "roleAssignment.updated",
+            "roleAssignment.deleted"
+        ]
+    );
+    assert_eq!(events[0].data["role"], "Jit.Approver");
+    assert_eq!(events[2].resource_id, "/roleAssignments/a1");
+    assert_chain_ok(&events);
+}
+
+async fn a_second_assignment_of_the_same_grant_conflicts(store: DynStore) {
+    store
+        .put_role_assignment(assignment(
+            "a1",
+            "oid-bob",
+            PrincipalType::User,
+            Role::Approver,
+            "/subscriptions/S1",
+        ))
+        .await
+        .unwrap();
+    // Scopes compare case-insensitively, as ARM ids do.
+    let twin = store
+        .put_role_assignment(assignment(
+            "a2",
+            "oid-bob",
+            PrincipalType::User,
+            Role::Approver,
+            "/subscriptions/s1",
+        ))
+        .await;
+    assert!(
+        matches!(twin, Err(StoreError::Conflict(ref why)) if why.contains("a1")),
+        "{twin:?}"
+    );
+    assert!(store.get_role_assignment("a2").await.unwrap().is_none());
+    // Nothing was written: one audit event only.
+    assert_eq!(store.audit_events_after(0, 100).await.unwrap().len(), 1);
+    // Another role, scope or principal is another grant.
+    for (id, who, role, scope) in [
+        ("a3", "oid-bob", Role::Auditor, "/subscriptions/s1"),
+        ("a4", "oid-bob", Role::Approver, "/subscriptions/s2"),
+        ("a5", "oid-carol", Role::Approver, "/subscriptions/s1"),
+    ] {
+        store
+            .put_role_assignment(assignment(id, who, PrincipalType::User, role, scope))
+            .await
+            .unwrap();
+    }
+}
+
+async fn role_assignments_list_within_scopes_on_whole_segments(store: DynStore) {
+    let vm1 =
+        "/subscriptions/abc/resourceGroups/rg_1/providers/Microsoft.Compute/virtualMachines/vm1";
+    for (id, scope) in [
+        ("r1", "/subscriptions/abc"),
+        ("r2", "/subscriptions/ABC/resourceGroups/rg_1"),
+        ("r3", vm1),
+        ("r4", "/subscriptions/abcd"),
+        ("r5", "/subscriptions/abc/resourceGroups/rgx1"),
+        ("r6", "/subscriptions/abcd/resourceGroups/rg_1"),
+    ] {
+        store
+            .put_role_assignment(assignment(
+                id,
+                &format!("oid-{id}"),
+                PrincipalType::User,
+                Role::Requester,
+                scope,
+            ))
+            .await
+            .unwrap();
+    }
+    let ids = |within: Option<Vec<&str>>| {
+        let store = store.clone();
+        let filter = RoleAssignmentFilter {
+            within: within.map(|w| w.iter().map(|s| Scope::parse(s).unwrap()).collect()),
+            ..Default::default()
+        };
+        async move {
+            let page = store
+                .list_role_assignments(
+                    &filter,
+                    &PageRequest {
+                        limit: 100,
+                        after: None,
+                    },
+                )
+                .await
+                .unwrap();
+            page.items
+                .into_iter()
+                .map(|a| a.assignment.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids(None).await, ["r1", "r2", "r3", "r4", "r5", "r6"]);
+    assert_eq!(
+        ids(Some(vec!["/subscriptions/abc"])).await,
+        ["r1", "r2", "r3", "r5"]
+    );
+    // `rg_1` must not match `rgx1` (an '_' in a LIKE pattern would).
+    assert_eq!(
+        ids(Some(vec!["/subscriptions/abc/resourcegroups/RG_1"])).await,
+        ["r2", "r3"]
+    );
+    assert_eq!(
+        ids(Some(vec![vm1, "/subscriptions/abcd"])).await,
+        ["r3", "r4", "r6"]
+    );
+    assert_eq!(ids(Some(vec![])).await, Vec::<String>::new());
+    assert_eq!(ids(Some(vec!["/"])).await.len(), 6);
+
+    // Keyset pages, filtered by principal and role.
+    let first = store
+        .list_role_assignments(
+            &RoleAssignmentFilter::default(),
+            &PageRequest {
+                limit: 4,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.items.len(), 4);
+    let rest = store
+        .list_role_assignments(
+            &RoleAssignmentFilter::default(),
+            &PageRequest {
+                limit: 4,
+                after: first.next_after,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.items
+            .iter()
+            .map(|a| a.assignment.id.as_str())
+            .collect::<Vec<_>>(),
+        ["r5", "r6"]
+    );
+    assert!(rest.next_after.is_none());
+    let by_principal = RoleAssignmentFilter {
+        principal_id: Some("oid-r4".into()),
+        role: Some(Role::Requester),
+        ..Default::default()
+    };
+    let page = store
+        .list_role_assignments(
+            &by_principal,
+            &PageRequest {
+                limit: 10,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    let other_role = RoleAssignmentFilter {
+        role: Some(Role::Admin),
+        ..Default::default()
+    };
+    assert!(store
+        .list_role_assignments(
+            &other_role,
+            &PageRequest {
+                limit: 10,
+                after: None
+            }
+        )
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+async fn role_assignments_for_finds_users_and_groups(store: DynStore) {
+    store
+        .put_role_assignment(assignment(
+            "u",
+            "oid-bob",
+            PrincipalType::User,
+            Role::Approver,
+            "/subscriptions/s1",
+        ))
+        .await
+        .unwrap();
+    store
+        .put_role_assignment(assignment(
+            "g",
+            "grp-1",
+            PrincipalType::Group,
+            Role::Admin,
+            "/subscriptions/s2",
+        ))
+        .await
+        .unwrap();
+    store
+        .put_role_assignment(assignment(
+            "x",
+            "grp-2",
+            PrincipalType::Group,
+            Role::Admin,
+            "/subscriptions/s3",
+        ))
+        .await
+        .unwrap();
+    let found = store
+        .role_assignments_for(&["oid-bob".into(), "grp-1".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        found.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["g", "u"]
+    );
+    assert!(store.role_assignments_for(&[]).await.unwrap().is_empty());
 }

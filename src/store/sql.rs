@@ -345,11 +345,25 @@ macro_rules! impl_sql_store {
                 if let Some((twin,)) = twin {
                     return Err($crate::store::sql::assignment_exists(&twin));
                 }
-                let existed: Option<(String,)> = sqlx::query_as("SELECT id FROM role_assignments WHERE id = $1")
-                    .bind(&a.id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(StoreError::from_sqlx)?;
+                let existing: Option<RoleAssignmentRow> =
+                    sqlx::query_as(&format!("SELECT {ROLE_ASSIGNMENT_COLUMNS} FROM role_assignments WHERE id = $1"))
+                        .bind(&a.id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                // A retried PUT changes nothing, so it records nothing either.
+                let unchanged = |row: &RoleAssignmentRow| {
+                    row.principal_id == a.principal_id
+                        && row.principal_type == a.principal_type.to_string()
+                        && row.role == a.role.as_str()
+                        && row.scope == a.scope.to_string()
+                };
+                let existed = match existing {
+                    Some(row) if unchanged(&row) => {
+                        return Ok(RoleAssignmentWritten { assignment: row.try_into()?, created: false });
+                    }
+                    other => other.is_some(),
+                };
                 let sql = format!(
                     "INSERT INTO role_assignments (id, principal_id, principal_type, role, scope, scope_key, created_at, updated_at, \
                      updated_by_id, updated_by_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) \
@@ -372,7 +386,7 @@ macro_rules! impl_sql_store {
                     .await
                     // A concurrent twin that committed after our check trips the unique index.
                     .map_err(|e| $crate::store::sql::unique_violation_as_conflict(e, &a.id))?;
-                let created = existed.is_none();
+                let created = !existed;
                 let event_type = if created { "roleAssignment.created" } else { "roleAssignment.updated" };
                 Self::append_audit(&mut tx, $crate::store::sql::assignment_event(event_type, a, &put.by), now).await?;
                 tx.commit().await.map_err(StoreError::from_sqlx)?;
