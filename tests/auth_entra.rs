@@ -286,10 +286,9 @@ async fn start_up_fails_clearly_when_discovery_fails() {
     drop(closed);
     settings.data_dir = Some(std::env::temp_dir());
     let config = settings.resolve().unwrap();
-    let err = jitgate::server::token_validator(&config)
-        .await
-        .err()
-        .expect("start-up must fail");
+    let Err(err) = jitgate::server::token_validator(&config).await else {
+        panic!("start-up must fail when discovery fails");
+    };
     let text = format!("{err:#}");
     assert!(
         text.contains("Entra ID sign-in keys are unavailable") && text.contains("OIDC discovery"),
