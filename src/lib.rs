@@ -4,6 +4,7 @@
 //! transaction with its `audit` event) -> `dispatch` (ARM side effects, via the outbox).
 
 pub mod api;
+pub mod arm;
 pub mod audit;
 pub mod auth;
 pub mod cli;
