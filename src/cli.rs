@@ -30,6 +30,30 @@ pub enum Command {
     Openapi,
     /// Print a dev-mode bearer token (dev auth only).
     Token(TokenArgs),
+    /// Run the ARM simulator alone, seeded with the demo subscription.
+    ArmSim(ArmSimArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ArmSimArgs {
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub listen: std::net::SocketAddr,
+    /// The bearer token callers must send; any non-empty token when unset.
+    #[arg(long, env = "JITGATE_ARM_SIM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// How long each write's long-running operation takes, ISO 8601.
+    #[arg(long, default_value = "PT1S", value_parser = parse_duration)]
+    pub lro_delay: AccessDuration,
+    /// Share of requests answered 429 (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub throttle_rate: f64,
+    /// Share of requests answered 500/503 (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub server_error_rate: f64,
+    /// Share of writes whose long-running operation fails (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub lro_failure_rate: f64,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +153,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init(config.log_format);
             runtime()?.block_on(server::run(config))
         }
+        Command::ArmSim(args) => {
+            telemetry::init(crate::config::LogFormat::Text);
+            runtime()?.block_on(run_arm_sim(args))
+        }
         Command::Migrate(args) => {
             let config = args.resolve()?;
             telemetry::init(config.log_format);
@@ -145,4 +173,37 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+async fn run_arm_sim(args: ArmSimArgs) -> anyhow::Result<()> {
+    use crate::arm::sim::{seed, FaultPlan, Sim};
+    let rate = |name: &str, r: f64| {
+        if (0.0..=1.0).contains(&r) {
+            Ok(r)
+        } else {
+            Err(anyhow::anyhow!("--{name} must be between 0 and 1"))
+        }
+    };
+    let faults = FaultPlan {
+        lro_delay: std::time::Duration::from_secs(args.lro_delay.as_secs().into()),
+        throttle_rate: rate("throttle-rate", args.throttle_rate)?,
+        server_error_rate: rate("server-error-rate", args.server_error_rate)?,
+        lro_failure_rate: rate("lro-failure-rate", args.lro_failure_rate)?,
+        ..FaultPlan::default()
+    };
+    let mut sim = Sim::new(faults);
+    seed::demo(&sim);
+    if let Some(token) = args.token {
+        sim = sim.with_token(token);
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let base = sim.spawn(listener)?;
+    eprintln!(
+        "ARM simulator on {base}: demo subscription {}. Point jitgate at it with\n  \
+         JITGATE_ARM_MODE=azure JITGATE_ARM_ENDPOINT={base} JITGATE_ARM_CREDENTIAL=static JITGATE_ARM_STATIC_TOKEN=<token> JITGATE_SUBSCRIPTIONS={}",
+        seed::DEMO_SUBSCRIPTION,
+        seed::DEMO_SUBSCRIPTION
+    );
+    tokio::signal::ctrl_c().await?;
+    Ok(())
 }

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod dispatch;
 pub mod domain;
 pub mod metrics;
 pub mod rbac;

@@ -1,9 +1,15 @@
 //! Putting the service together and running it until SIGTERM or Ctrl-C.
 
 use crate::api::{self, AppState};
+use crate::arm::client::{ArmClient, RetryPolicy};
+use crate::arm::credential::{ArmCredential, AzureEnv};
+use crate::arm::nsg_writer::NsgWriter;
+use crate::arm::sim::Sim;
 use crate::auth::dev::DevKey;
 use crate::auth::{jwks, JwksCache, TokenValidator};
-use crate::config::{redact_url, ArmMode, AuthConfig, Config, DatabaseUrl};
+use crate::config::{redact_url, ArmCredentialKind, ArmMode, AuthConfig, Config, DatabaseUrl};
+use crate::dispatch::enforce::Enforcer;
+use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 use crate::store::{self, DynStore};
 use anyhow::Context;
@@ -49,13 +55,72 @@ fn spawn_key_refresh(cache: std::sync::Weak<JwksCache>) {
     });
 }
 
-pub fn app_state(config: Config, store: DynStore, auth: TokenValidator) -> AppState {
+pub fn app_state(
+    config: Config,
+    store: DynStore,
+    auth: TokenValidator,
+    dispatch: Option<Dispatcher>,
+) -> AppState {
     AppState {
         store,
         auth: Arc::new(auth),
         config: Arc::new(config),
         metrics: Arc::new(Metrics::default()),
+        dispatch,
     }
+}
+
+/// The ARM side: the client, and the in-process simulator it talks to in `sim` mode.
+pub struct Arm {
+    pub client: ArmClient,
+    pub sim: Option<Sim>,
+}
+
+/// Connects to ARM as configured. In `sim` mode this starts the seeded simulator on a
+/// loopback port, guarded by a random token that only this process knows.
+pub async fn arm(config: &Config) -> anyhow::Result<Arm> {
+    match config.arm.mode {
+        ArmMode::Sim => {
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            let sim = Sim::seeded().with_token(token.clone());
+            arm_for_sim(config, sim, &token).await
+        }
+        ArmMode::Azure => {
+            let credential = ArmCredential::new(&config.arm, &AzureEnv::from_env())?;
+            let client = ArmClient::new(
+                config.arm.endpoint.clone(),
+                credential,
+                RetryPolicy::default(),
+            )?;
+            Ok(Arm { client, sim: None })
+        }
+    }
+}
+
+/// Serves `sim` on a loopback port and returns a client for it that presents `token`.
+pub async fn arm_for_sim(config: &Config, sim: Sim, token: &str) -> anyhow::Result<Arm> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the ARM simulator")?;
+    let base = sim.spawn(listener)?;
+    let mut arm_config = config.arm.clone();
+    arm_config.credential = ArmCredentialKind::Static;
+    arm_config.static_token = Some(token.to_string().into());
+    let credential = ArmCredential::new(&arm_config, &AzureEnv::default())?;
+    let client = ArmClient::new(base.parse()?, credential, RetryPolicy::quick())?;
+    Ok(Arm {
+        client,
+        sim: Some(sim),
+    })
+}
+
+/// The dispatcher that carries out queued ARM work through `arm`.
+pub fn dispatcher(config: &Config, store: DynStore, arm: &Arm) -> Dispatcher {
+    let writer = NsgWriter::new(arm.client.clone(), config.rule_priority_base);
+    Dispatcher::new(
+        store.clone(),
+        Enforcer::new(store, arm.client.clone(), writer),
+    )
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then finishes the requests in flight.
@@ -82,13 +147,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
     })?;
     let auth = token_validator(&config).await?;
+    let arm = arm(&config).await?;
+    let dispatch = dispatcher(&config, store.clone(), &arm);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     announce(&config, addr);
-    let state = app_state(config, store, auth);
+    let state = app_state(config, store, auth, Some(dispatch.clone()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(dispatch.run(async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+    }));
     serve(listener, state, shutdown_signal()).await?;
+    let _ = stop_tx.send(true);
+    let _ = worker.await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -102,11 +176,13 @@ fn database_url(db: &DatabaseUrl) -> &str {
 /// Says, loudly, what the service runs with, and in dev mode how to get a token.
 fn announce(config: &Config, addr: SocketAddr) {
     tracing::info!(%addr, database = %redact_url(database_url(&config.database)), "jitgate {} listening", env!("CARGO_PKG_VERSION"));
-    let arm = match config.arm.mode {
-        ArmMode::Sim => "none: the built-in ARM simulator is not part of this build yet; policies stay `pending`",
-        ArmMode::Azure => "none: the ARM client is not part of this build yet; policies stay `pending`",
-    };
-    tracing::warn!("ARM: {arm}");
+    match config.arm.mode {
+        ArmMode::Sim => tracing::warn!(
+            "ARM: the built-in simulator, seeded with demo VMs in subscription {}",
+            crate::arm::sim::seed::DEMO_SUBSCRIPTION
+        ),
+        ArmMode::Azure => tracing::info!(endpoint = %config.arm.endpoint, "ARM: Azure"),
+    }
     if let AuthConfig::Entra {
         tenant_id,
         audiences,
@@ -115,12 +191,20 @@ fn announce(config: &Config, addr: SocketAddr) {
     {
         tracing::info!(tenant = %tenant_id, audiences = ?audiences, authority = %authority, "Entra ID tokens accepted");
     }
+    let arm_line = match config.arm.mode {
+        ArmMode::Sim => format!(
+            "ARM is the built-in simulator: demo VMs in subscription {}, resource group {}.",
+            crate::arm::sim::seed::DEMO_SUBSCRIPTION,
+            crate::arm::sim::seed::DEMO_RESOURCE_GROUP
+        ),
+        ArmMode::Azure => format!("ARM is {}.", config.arm.endpoint),
+    };
     if let AuthConfig::Dev = config.auth {
         let key = DevKey::path(&config.data_dir);
         tracing::warn!(key = %key.display(), "DEV AUTH: tokens are signed by a local key; never expose this mode to a network");
         eprintln!(
             "\n  ==============================================================================\n  \
-             jitgate is running in DEV AUTH mode with ARM: none.\n  \
+             jitgate is running in DEV AUTH mode. {arm_line}\n  \
              Tokens are signed by the local key {key}.\n  \
              Get one:   cargo run --release -- token --user alice --role Jit.Admin\n  \
              (or, from a built binary: jitgate token --user alice --role Jit.Admin)\n  \

@@ -47,7 +47,7 @@ fn start_serve(dir: &std::path::Path) -> (Child, String) {
         .recv_timeout(Duration::from_secs(60))
         .expect("serve printed its banner");
     assert!(banner.contains("DEV AUTH"), "{banner}");
-    assert!(banner.contains("ARM: none"), "{banner}");
+    assert!(banner.contains("ARM is the built-in simulator"), "{banner}");
     assert!(
         banner.contains("token --user alice --role Jit.Admin"),
         "{banner}"

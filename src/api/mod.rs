@@ -39,6 +39,17 @@ pub struct AppState {
     pub auth: Arc<TokenValidator>,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
+    /// Woken after a write that queued ARM work; `None` where no dispatcher runs here.
+    pub dispatch: Option<crate::dispatch::Dispatcher>,
+}
+
+impl AppState {
+    /// Tells this replica's dispatcher that a committed change queued a job.
+    pub fn wake_dispatch(&self) {
+        if let Some(d) = &self.dispatch {
+            d.wake();
+        }
+    }
 }
 
 #[derive(OpenApi)]

@@ -148,6 +148,7 @@ async fn put_policy(
             now: Utc::now(),
         })
         .await?;
+    state.wake_dispatch();
     let status = if written.created {
         StatusCode::CREATED
     } else {
@@ -212,7 +213,10 @@ async fn delete_policy(
         .delete_policy(&vm, &precondition, &caller.principal, Utc::now())
         .await
     {
-        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        Ok(_) => {
+            state.wake_dispatch();
+            Ok(StatusCode::NO_CONTENT)
+        }
         Err(crate::store::StoreError::NotFound) => {
             Err(ApiError::NotFound(format!("{vm} has no JIT policy")))
         }

@@ -100,11 +100,19 @@ pub struct IpConfiguration {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IpConfigurationProperties {
-    #[serde(rename = "privateIPAddress", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "privateIPAddress",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub private_ip_address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<SubResource>,
-    #[serde(rename = "publicIPAddress", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "publicIPAddress",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub public_ip_address: Option<SubResource>,
 }
 
@@ -180,13 +188,13 @@ pub struct SecurityRule {
     pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Access {
     Allow,
     Deny,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Direction {
     Inbound,
     Outbound,
@@ -231,11 +239,19 @@ pub struct SecurityRuleProperties {
 impl SecurityRuleProperties {
     /// The destination port ranges, whichever form the rule uses.
     pub fn destination_ports(&self) -> Vec<&str> {
-        self.destination_port_range.iter().map(String::as_str).chain(self.destination_port_ranges.iter().map(String::as_str)).collect()
+        self.destination_port_range
+            .iter()
+            .map(String::as_str)
+            .chain(self.destination_port_ranges.iter().map(String::as_str))
+            .collect()
     }
 
     pub fn source_prefixes(&self) -> Vec<&str> {
-        self.source_address_prefix.iter().map(String::as_str).chain(self.source_address_prefixes.iter().map(String::as_str)).collect()
+        self.source_address_prefix
+            .iter()
+            .map(String::as_str)
+            .chain(self.source_address_prefixes.iter().map(String::as_str))
+            .collect()
     }
 
     pub fn destination_prefixes(&self) -> Vec<&str> {
@@ -249,32 +265,58 @@ impl SecurityRuleProperties {
 
 /// The three inbound rules every NSG has and no one can remove.
 pub fn default_inbound_rules() -> Vec<SecurityRule> {
-    let rule = |name: &str, priority: u32, source: &str, access: Access, description: &str| SecurityRule {
-        name: name.into(),
-        id: None,
-        etag: None,
-        properties: SecurityRuleProperties {
-            description: Some(description.into()),
-            protocol: "*".into(),
-            source_port_range: Some("*".into()),
-            source_port_ranges: vec![],
-            destination_port_range: Some("*".into()),
-            destination_port_ranges: vec![],
-            source_address_prefix: Some(source.into()),
-            source_address_prefixes: vec![],
-            destination_address_prefix: Some(if source == "VirtualNetwork" { "VirtualNetwork" } else { "*" }.into()),
-            destination_address_prefixes: vec![],
-            access,
-            priority,
-            direction: Direction::Inbound,
-            provisioning_state: Some("Succeeded".into()),
+    let rule =
+        |name: &str, priority: u32, source: &str, access: Access, description: &str| SecurityRule {
+            name: name.into(),
+            id: None,
+            etag: None,
+            properties: SecurityRuleProperties {
+                description: Some(description.into()),
+                protocol: "*".into(),
+                source_port_range: Some("*".into()),
+                source_port_ranges: vec![],
+                destination_port_range: Some("*".into()),
+                destination_port_ranges: vec![],
+                source_address_prefix: Some(source.into()),
+                source_address_prefixes: vec![],
+                destination_address_prefix: Some(
+                    if source == "VirtualNetwork" {
+                        "VirtualNetwork"
+                    } else {
+                        "*"
+                    }
+                    .into(),
+                ),
+                destination_address_prefixes: vec![],
+                access,
+                priority,
+                direction: Direction::Inbound,
+                provisioning_state: Some("Succeeded".into()),
+                extra: Map::new(),
+            },
             extra: Map::new(),
-        },
-        extra: Map::new(),
-    };
+        };
     vec![
-        rule("AllowVnetInBound", 65000, "VirtualNetwork", Access::Allow, "Allow inbound traffic from all VMs in VNET"),
-        rule("AllowAzureLoadBalancerInBound", 65001, "AzureLoadBalancer", Access::Allow, "Allow inbound traffic from azure load balancer"),
-        rule("DenyAllInBound", 65500, "*", Access::Deny, "Deny all inbound traffic"),
+        rule(
+            "AllowVnetInBound",
+            65000,
+            "VirtualNetwork",
+            Access::Allow,
+            "Allow inbound traffic from all VMs in VNET",
+        ),
+        rule(
+            "AllowAzureLoadBalancerInBound",
+            65001,
+            "AzureLoadBalancer",
+            Access::Allow,
+            "Allow inbound traffic from azure load balancer",
+        ),
+        rule(
+            "DenyAllInBound",
+            65500,
+            "*",
+            Access::Deny,
+            "Deny all inbound traffic",
+        ),
     ]
 }

@@ -61,3 +61,9 @@ pub enum AuthError {
     #[error("the token lacks a required claim: {0}")]
     MissingClaim(&'static str),
 }
+
+/// Compares secrets (tokens, signatures) in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}

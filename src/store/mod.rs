@@ -10,7 +10,7 @@ mod rows;
 mod sql;
 pub mod sqlite;
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, NewAuditEvent};
 use crate::config::DatabaseUrl;
 use crate::domain::{Policy, Principal, Scope, VmId};
 use crate::rbac::{Role, RoleAssignment};
@@ -84,6 +84,49 @@ pub trait Store: Send + Sync + 'static {
         &self,
         principal_ids: &[String],
     ) -> Result<Vec<RoleAssignment>, StoreError>;
+
+    /// Appends one audit event on its own (a change made outside the database, such as an ARM
+    /// write).
+    async fn append_event(
+        &self,
+        event: NewAuditEvent,
+        now: DateTime<Utc>,
+    ) -> Result<AuditEvent, StoreError>;
+
+    /// Records how a policy's enforcement stands, with its audit event, if the policy still
+    /// has `etag` (a newer version has a job of its own). Returns whether it did.
+    async fn record_enforcement(
+        &self,
+        vm: &VmId,
+        etag: &str,
+        enforcement: &Enforcement,
+        event: NewAuditEvent,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Leases up to `limit` due jobs to `owner` until `now + lease`.
+    async fn claim_jobs(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError>;
+
+    /// Deletes a finished job, if `owner` still holds its lease.
+    async fn finish_job(&self, id: i64, owner: &str) -> Result<bool, StoreError>;
+
+    /// Releases a job to run again at `run_after`, keeping why it failed.
+    async fn retry_job(
+        &self,
+        id: i64,
+        owner: &str,
+        run_after: DateTime<Utc>,
+        error: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Jobs not yet finished (for operations and tests).
+    async fn pending_jobs(&self) -> Result<Vec<Job>, StoreError>;
 
     /// Audit events with `seq > after`, in chain order.
     async fn audit_events_after(
@@ -279,3 +322,21 @@ impl<T> Page<T> {
         Page { items, next_after }
     }
 }
+
+/// Work on ARM that a committed change calls for (the outbox).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: i64,
+    /// What to do: [`JOB_ENFORCE_POLICY`], ...
+    pub kind: String,
+    /// What it is about (a VM key): jobs for one subject are coalesced while unclaimed.
+    pub subject: String,
+    pub payload: serde_json::Value,
+    /// Claims so far, this one included.
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Make the VM's deny rules match its policy (present: in place; deleted: removed).
+pub const JOB_ENFORCE_POLICY: &str = "policy.enforce";

@@ -11,6 +11,8 @@ pub struct PgStore {
 
 impl PgStore {
     const BACKEND: &'static str = "postgres";
+    /// Replicas claiming at once each take other rows instead of waiting on the same ones.
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
 
     /// Connects to and migrates the database at `url`. sqlx takes an advisory lock while
     /// migrating, so replicas starting together migrate once.

@@ -136,3 +136,31 @@ impl TryFrom<RoleAssignmentRow> for StoredRoleAssignment {
         })
     }
 }
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct JobRow {
+    pub id: i64,
+    pub kind: String,
+    pub subject: String,
+    pub payload: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub(super) const JOB_COLUMNS: &str = "id, kind, subject, payload, attempts, last_error, created_at";
+
+impl TryFrom<JobRow> for super::Job {
+    type Error = StoreError;
+    fn try_from(row: JobRow) -> Result<Self, StoreError> {
+        Ok(super::Job {
+            id: row.id,
+            kind: row.kind,
+            subject: row.subject,
+            payload: serde_json::from_str(&row.payload).map_err(|e| corrupt("job payload", e))?,
+            attempts: row.attempts,
+            last_error: row.last_error,
+            created_at: row.created_at,
+        })
+    }
+}

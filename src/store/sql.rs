@@ -221,6 +221,7 @@ macro_rules! impl_sql_store {
                 };
                 let event_type = if created { "policy.created" } else { "policy.updated" };
                 let event = $crate::store::sql::policy_event(event_type, &put.vm, spec_json, &put.etag, &put.by);
+                Self::enqueue_enforcement(&mut tx, &put.vm, now).await?;
                 Self::append_audit(&mut tx, event, now).await?;
                 tx.commit().await.map_err(StoreError::from_sqlx)?;
                 Ok(PolicyWritten {
@@ -267,6 +268,7 @@ macro_rules! impl_sql_store {
                 };
                 let spec = serde_json::to_value(&deleted.policy).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 let event = $crate::store::sql::policy_event("policy.deleted", vm, spec, &deleted.etag, by);
+                Self::enqueue_enforcement(&mut tx, vm, now).await?;
                 Self::append_audit(&mut tx, event, now).await?;
                 tx.commit().await.map_err(StoreError::from_sqlx)?;
                 Ok(deleted)
@@ -493,6 +495,121 @@ macro_rules! impl_sql_store {
                 rows.into_iter().map(|r| StoredRoleAssignment::try_from(r).map(|s| s.assignment)).collect()
             }
 
+            async fn append_event(
+                &self,
+                event: $crate::audit::NewAuditEvent,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<$crate::audit::AuditEvent, $crate::store::StoreError> {
+                use chrono::SubsecRound;
+                use $crate::store::StoreError;
+                let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
+                let event = Self::append_audit(&mut tx, event, now.trunc_subsecs(6)).await?;
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(event)
+            }
+
+            async fn record_enforcement(
+                &self,
+                vm: &$crate::domain::VmId,
+                etag: &str,
+                enforcement: &$crate::store::Enforcement,
+                event: $crate::audit::NewAuditEvent,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                use chrono::SubsecRound;
+                use $crate::store::StoreError;
+                let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+                let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
+                let updated = sqlx::query(
+                    "UPDATE policies SET enforcement_state = $1, enforcement_detail = $2, enforcement_nsgs = $3, \
+                     enforcement_firewalls = $4 WHERE vm_key = $5 AND etag = $6",
+                )
+                .bind(enforcement.state.as_str())
+                .bind(&enforcement.detail)
+                .bind(serde_json::to_string(&enforcement.network_security_groups).map_err(corrupt)?)
+                .bind(serde_json::to_string(&enforcement.firewalls).map_err(corrupt)?)
+                .bind(vm.key())
+                .bind(etag)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?
+                .rows_affected();
+                if updated == 0 {
+                    return Ok(false);
+                }
+                Self::append_audit(&mut tx, event, now.trunc_subsecs(6)).await?;
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(true)
+            }
+
+            async fn claim_jobs(
+                &self,
+                owner: &str,
+                now: chrono::DateTime<chrono::Utc>,
+                lease: chrono::Duration,
+                limit: u32,
+            ) -> Result<Vec<$crate::store::Job>, $crate::store::StoreError> {
+                use $crate::store::rows::{JobRow, JOB_COLUMNS};
+                use $crate::store::{Job, StoreError};
+                let sql = format!(
+                    "UPDATE jobs SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 WHERE id IN (\
+                     SELECT id FROM jobs WHERE run_after <= $3 AND (lease_until IS NULL OR lease_until < $3) \
+                     ORDER BY run_after, id LIMIT $4{}) RETURNING {JOB_COLUMNS}",
+                    Self::SKIP_LOCKED
+                );
+                let rows: Vec<JobRow> = sqlx::query_as(&sql)
+                    .bind(owner)
+                    .bind(now + lease)
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.writer())
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                let mut jobs = rows.into_iter().map(Job::try_from).collect::<Result<Vec<_>, _>>()?;
+                jobs.sort_by_key(|j| j.id);
+                Ok(jobs)
+            }
+
+            async fn finish_job(&self, id: i64, owner: &str) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query("DELETE FROM jobs WHERE id = $1 AND lease_owner = $2")
+                    .bind(id)
+                    .bind(owner)
+                    .execute(self.writer())
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn retry_job(
+                &self,
+                id: i64,
+                owner: &str,
+                run_after: chrono::DateTime<chrono::Utc>,
+                error: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query(
+                    "UPDATE jobs SET lease_owner = NULL, lease_until = NULL, run_after = $1, last_error = $2 \
+                     WHERE id = $3 AND lease_owner = $4",
+                )
+                .bind(run_after)
+                .bind(error)
+                .bind(id)
+                .bind(owner)
+                .execute(self.writer())
+                .await
+                .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn pending_jobs(&self) -> Result<Vec<$crate::store::Job>, $crate::store::StoreError> {
+                use $crate::store::rows::{JobRow, JOB_COLUMNS};
+                let rows: Vec<JobRow> = sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY id"))
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
             async fn audit_events_after(
                 &self,
                 after: i64,
@@ -511,6 +628,28 @@ macro_rules! impl_sql_store {
         }
 
         impl $store {
+            /// Queues "make the VM's deny rules match its policy", unless such a job is already
+            /// waiting unclaimed (it will read the policy as it is when it runs).
+            async fn enqueue_enforcement(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                vm: &$crate::domain::VmId,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::JOB_ENFORCE_POLICY;
+                sqlx::query(
+                    "INSERT INTO jobs (kind, subject, payload, run_after, created_at) SELECT $1, $2, $3, $4, $4 \
+                     WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE kind = $1 AND subject = $2 AND lease_owner IS NULL)",
+                )
+                .bind(JOB_ENFORCE_POLICY)
+                .bind(vm.key())
+                .bind(serde_json::json!({ "vmId": vm.as_str() }).to_string())
+                .bind(now)
+                .execute(&mut **tx)
+                .await
+                .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(())
+            }
+
             fn push_etag_condition(q: &mut sqlx::QueryBuilder<'_, $db>, precondition: &$crate::store::Precondition) {
                 let (sql, tags) = $crate::store::sql::etag_condition(precondition);
                 q.push(sql);

@@ -19,6 +19,8 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     const BACKEND: &'static str = "sqlite";
+    /// SQLite has one writer at a time, so a claim cannot race another: no row locks needed.
+    const SKIP_LOCKED: &'static str = "";
 
     /// Opens (creating if missing) and migrates the database at `url` (`sqlite://PATH`).
     pub async fn connect(url: &str) -> anyhow::Result<Self> {

@@ -17,6 +17,8 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 pub const SUB: &str = "00000000-0000-0000-0000-0000000000a1";
+/// The bearer token the test ARM simulators accept.
+pub const SIM_TOKEN: &str = "sim-test-token";
 
 /// A database of the test's own, removed when dropped.
 pub struct TestDb {
@@ -31,6 +33,15 @@ impl TestDb {
         TestDb {
             url: format!("sqlite://{}", dir.path().join("jitgate.db").display()),
             _dir: Some(dir),
+            pg_schema: None,
+        }
+    }
+
+    /// Another handle on a database that something else owns (a second replica).
+    pub fn shared(url: &str) -> TestDb {
+        TestDb {
+            url: url.to_string(),
+            _dir: None,
             pg_schema: None,
         }
     }
@@ -88,6 +99,8 @@ impl Drop for TestDb {
 
 /// A running jitgate.
 pub struct TestApp {
+    /// The ARM simulator, when the app was started with one and its dispatcher.
+    pub sim: Option<jitgate::arm::sim::Sim>,
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub key: DevKey,
@@ -95,6 +108,7 @@ pub struct TestApp {
     pub db: TestDb,
     _data_dir: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
+    stop_dispatch: tokio::sync::watch::Sender<bool>,
 }
 
 impl TestApp {
@@ -113,6 +127,23 @@ impl TestApp {
     /// Starts a server on `db`; `settings` win over the harness's defaults
     /// (an ephemeral port, a temp data dir, `JITGATE_MIN_ACCESS_DURATION=PT1S`).
     pub async fn spawn_on(db: TestDb, settings: Settings) -> TestApp {
+        Self::start(db, settings, None).await
+    }
+
+    /// A server whose writes reach `sim` through a running dispatcher, as `serve` runs it.
+    pub async fn spawn_with_arm(sim: jitgate::arm::sim::Sim) -> TestApp {
+        Self::start(TestDb::sqlite(), Settings::default(), Some(sim)).await
+    }
+
+    pub async fn spawn_on_with_arm(
+        db: TestDb,
+        settings: Settings,
+        sim: jitgate::arm::sim::Sim,
+    ) -> TestApp {
+        Self::start(db, settings, Some(sim)).await
+    }
+
+    async fn start(db: TestDb, settings: Settings, sim: Option<jitgate::arm::sim::Sim>) -> TestApp {
         let data_dir = tempfile::tempdir().unwrap();
         let settings = settings.or(Settings {
             database_url: Some(db.url.clone()),
@@ -129,12 +160,29 @@ impl TestApp {
         let validator = jitgate::server::token_validator(&config)
             .await
             .expect("token validator");
-        let state = jitgate::server::app_state(config, store.clone(), validator);
         let (tx, rx) = oneshot::channel::<()>();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let dispatch = match &sim {
+            Some(sim) => {
+                let arm = jitgate::server::arm_for_sim(&config, sim.clone(), SIM_TOKEN)
+                    .await
+                    .expect("ARM simulator");
+                let dispatch = jitgate::server::dispatcher(&config, store.clone(), &arm);
+                let mut stop = stop_rx.clone();
+                tokio::spawn(dispatch.clone().run(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                }));
+                Some(dispatch)
+            }
+            None => None,
+        };
+        let state = jitgate::server::app_state(config, store.clone(), validator, dispatch);
         tokio::spawn(jitgate::server::serve(listener, state, async {
             let _ = rx.await;
         }));
         TestApp {
+            sim,
+            stop_dispatch: stop_tx,
             addr,
             client: reqwest::Client::new(),
             key,
@@ -225,6 +273,7 @@ impl Drop for TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        let _ = self.stop_dispatch.send(true);
     }
 }
 

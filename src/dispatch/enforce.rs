@@ -1,0 +1,255 @@
+//! Enforcing a policy: making the deny rules in the VM's NSGs match the policy as it stands
+//! when the job runs (in place for a policy, gone for a deleted one). Idempotent, so a job
+//! that runs twice, or after a newer change, does no harm.
+
+use super::{JobOutcome, MAX_ATTEMPTS};
+use crate::arm::client::ArmClient;
+use crate::arm::discovery::{self, VmNetwork};
+use crate::arm::nsg_writer::{NsgWriter, RuleChange, RuleOutcome, WriteError, RULE_PREFIX};
+use crate::audit::NewAuditEvent;
+use crate::domain::{Principal, VmId};
+use crate::store::{DynStore, Enforcement, EnforcementState, Job, StoredPolicy};
+use chrono::Utc;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+pub struct Enforcer {
+    store: DynStore,
+    client: ArmClient,
+    writer: NsgWriter,
+}
+
+/// The actor of the events jitgate records on its own account.
+pub fn system() -> Principal {
+    Principal {
+        id: "jitgate".into(),
+        name: "jitgate".into(),
+    }
+}
+
+/// The name of the deny rule for a VM: stable, short (NSG rule names stop at 80 characters)
+/// and recognisably ours.
+pub fn deny_rule_name(vm: &VmId) -> String {
+    let digest = Sha256::digest(vm.key().as_bytes());
+    format!(
+        "{RULE_PREFIX}deny-{}-{}",
+        short(vm.name()),
+        &hex::encode(digest)[..12]
+    )
+}
+
+fn short(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(40)
+        .collect()
+}
+
+impl Enforcer {
+    pub fn new(store: DynStore, client: ArmClient, writer: NsgWriter) -> Enforcer {
+        Enforcer {
+            store,
+            client,
+            writer,
+        }
+    }
+
+    pub fn writer(&self) -> &NsgWriter {
+        &self.writer
+    }
+
+    pub async fn enforce_job(&self, job: &Job) -> JobOutcome {
+        let Some(vm) = job.payload["vmId"]
+            .as_str()
+            .and_then(|id| VmId::parse(id).ok())
+        else {
+            tracing::error!(id = job.id, "policy job without a valid vmId; dropping it");
+            return JobOutcome::Done;
+        };
+        let policy = match self.store.get_policy(&vm).await {
+            Ok(p) => p,
+            Err(e) => return JobOutcome::Retry(format!("reading the policy: {e}")),
+        };
+        let last_try = job.attempts >= MAX_ATTEMPTS;
+        match self.enforce(&vm, policy.as_ref()).await {
+            Ok(result) => {
+                self.record(&vm, policy.as_ref(), result).await;
+                JobOutcome::Done
+            }
+            Err(why) if !last_try => JobOutcome::Retry(why),
+            Err(why) => {
+                let failed = Enforcement {
+                    state: EnforcementState::Failed,
+                    detail: format!("gave up after {} attempts: {why}", job.attempts),
+                    network_security_groups: vec![],
+                    firewalls: vec![],
+                };
+                self.record(&vm, policy.as_ref(), failed).await;
+                JobOutcome::Done
+            }
+        }
+    }
+
+    /// Applies or removes the VM's deny rules. `Ok` carries the final state to record
+    /// (applied, or failed for a reason retrying cannot mend); `Err` a transient reason.
+    async fn enforce(
+        &self,
+        vm: &VmId,
+        policy: Option<&StoredPolicy>,
+    ) -> Result<Enforcement, String> {
+        let network = match discovery::discover_vm(&self.client, vm.as_str()).await {
+            Ok(n) => n,
+            Err(e) if e.is_transient() => return Err(format!("reading the VM's network: {e}")),
+            Err(e) if e.is_not_found() && policy.is_none() => return Ok(removed(vec![])),
+            Err(e) => {
+                return Ok(failed(
+                    format!("reading the VM's network from ARM failed: {e}"),
+                    vec![],
+                ))
+            }
+        };
+        let nsgs: Vec<String> = network
+            .network_security_groups
+            .iter()
+            .map(|n| n.id.clone())
+            .collect();
+        let name = deny_rule_name(vm);
+        let change = match policy {
+            Some(p) => {
+                if nsgs.is_empty() {
+                    return Ok(failed(
+                        "the VM has no network security group on its NIC or subnet, so nothing can deny access: attach one, then write the policy again".into(),
+                        nsgs,
+                    ));
+                }
+                if network.private_ip_addresses.is_empty() {
+                    return Ok(failed(
+                        "the VM has no private IP address to write deny rules for".into(),
+                        nsgs,
+                    ));
+                }
+                RuleChange::Deny {
+                    name: name.clone(),
+                    ports: p.policy.ports.iter().map(|port| port.number.get()).collect(),
+                    destinations: network.private_ip_addresses.clone(),
+                    description: format!("jitgate JIT policy for {}: management ports closed until access is granted", network.name),
+                }
+            }
+            None => RuleChange::Remove { name: name.clone() },
+        };
+        let mut placed = Vec::new();
+        let mut problems = Vec::new();
+        // A VM has few NSGs (its subnet's and its NIC's): one after the other is fine, and
+        // the writer batches each NSG's changes with other VMs' anyway.
+        for nsg in &nsgs {
+            match self.writer.apply(nsg, change.clone()).await {
+                Ok(outcome) => placed.push((nsg.clone(), outcome)),
+                Err(WriteError::Arm(e)) if e.is_transient() => {
+                    return Err(format!("writing {nsg}: {e}"))
+                }
+                Err(WriteError::TooManyConflicts(n)) => {
+                    return Err(format!("writing {nsg}: {n} conflicting writes in a row"))
+                }
+                Err(e) => problems.push(format!("{}: {e}", nsg_name(nsg))),
+            }
+        }
+        if policy.is_none() {
+            return Ok(removed(nsgs));
+        }
+        Ok(if problems.is_empty() {
+            Enforcement {
+                state: EnforcementState::Applied,
+                detail: applied_detail(&network, &placed),
+                network_security_groups: nsgs,
+                firewalls: vec![],
+            }
+        } else {
+            failed(problems.join("; "), nsgs)
+        })
+    }
+
+    async fn record(&self, vm: &VmId, policy: Option<&StoredPolicy>, enforcement: Enforcement) {
+        let now = Utc::now();
+        let (event_type, data) = match (policy, enforcement.state) {
+            (None, _) => (
+                "policy.enforcementRemoved",
+                json!({ "detail": enforcement.detail, "networkSecurityGroups": enforcement.network_security_groups }),
+            ),
+            (Some(_), EnforcementState::Applied) => (
+                "policy.enforcementApplied",
+                serde_json::to_value(&enforcement).unwrap_or_default(),
+            ),
+            (Some(_), _) => (
+                "policy.enforcementFailed",
+                serde_json::to_value(&enforcement).unwrap_or_default(),
+            ),
+        };
+        let event = NewAuditEvent {
+            event_type,
+            actor: system(),
+            resource_id: vm.as_str().to_string(),
+            request_id: None,
+            data,
+        };
+        let result = match policy {
+            Some(p) => self
+                .store
+                .record_enforcement(vm, &p.etag, &enforcement, event, now)
+                .await
+                .map(|_| ()),
+            None => self.store.append_event(event, now).await.map(|_| ()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, vm = %vm, "could not record the enforcement outcome");
+        }
+    }
+}
+
+fn nsg_name(id: &str) -> &str {
+    id.rsplit('/').next().unwrap_or(id)
+}
+
+fn failed(detail: String, nsgs: Vec<String>) -> Enforcement {
+    Enforcement {
+        state: EnforcementState::Failed,
+        detail,
+        network_security_groups: nsgs,
+        firewalls: vec![],
+    }
+}
+
+fn removed(nsgs: Vec<String>) -> Enforcement {
+    Enforcement {
+        state: EnforcementState::Applied,
+        detail: "deny rules removed".into(),
+        network_security_groups: nsgs,
+        firewalls: vec![],
+    }
+}
+
+/// "deny rules in place: nsg-web-subnet (priority 299, above allow-ssh (priority 300))".
+fn applied_detail(network: &VmNetwork, placed: &[(String, RuleOutcome)]) -> String {
+    let parts: Vec<String> = placed
+        .iter()
+        .map(|(nsg, o)| {
+            let priority = o
+                .priority
+                .map(|p| format!("priority {p}"))
+                .unwrap_or_default();
+            if o.overrides.is_empty() {
+                format!("{} ({priority})", nsg_name(nsg))
+            } else {
+                format!(
+                    "{} ({priority}, above the allow rules {})",
+                    nsg_name(nsg),
+                    o.overrides.join(", ")
+                )
+            }
+        })
+        .collect();
+    format!(
+        "deny rules for {} in place: {}",
+        network.name,
+        parts.join("; ")
+    )
+}

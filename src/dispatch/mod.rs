@@ -1,0 +1,129 @@
+//! The outbox's consumer: claims due jobs with a lease, runs them, and finishes or reschedules
+//! them. Every replica runs one; leases keep two from doing the same job at once, and a job
+//! whose replica died is taken again when its lease runs out.
+
+pub mod enforce;
+
+use crate::store::{DynStore, Job, JOB_ENFORCE_POLICY};
+use chrono::Utc;
+use enforce::Enforcer;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// How long a claimed job is ours before another dispatcher may take it.
+const LEASE: Duration = Duration::from_secs(120);
+/// How often to look for jobs other replicas queued (our own wake us at once).
+const POLL: Duration = Duration::from_secs(1);
+const BATCH: u32 = 32;
+/// After this many failed tries, a job's failure is final (recorded) rather than retried.
+pub const MAX_ATTEMPTS: i32 = 12;
+
+/// How a job went.
+#[derive(Debug)]
+pub enum JobOutcome {
+    Done,
+    /// Worth another try later (ARM throttled or unavailable): the reason.
+    Retry(String),
+}
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    store: DynStore,
+    enforcer: Arc<Enforcer>,
+    owner: String,
+    wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    pub fn new(store: DynStore, enforcer: Enforcer) -> Dispatcher {
+        Dispatcher {
+            store,
+            enforcer: Arc::new(enforcer),
+            owner: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Tells the dispatcher that a job was just queued.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn enforcer(&self) -> &Enforcer {
+        &self.enforcer
+    }
+
+    /// Runs until `shutdown` resolves; jobs in flight then finish or keep their lease.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let claimed = self.run_due().await;
+            if claimed == 0 {
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+            }
+        }
+    }
+
+    /// Claims and runs one batch of due jobs, concurrently; returns how many it claimed.
+    pub async fn run_due(&self) -> usize {
+        let lease = chrono::Duration::from_std(LEASE).unwrap_or(chrono::Duration::minutes(2));
+        let jobs = match self
+            .store
+            .claim_jobs(&self.owner, Utc::now(), lease, BATCH)
+            .await
+        {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot claim jobs; trying again shortly");
+                tokio::time::sleep(POLL).await;
+                return 0;
+            }
+        };
+        let claimed = jobs.len();
+        let mut running = tokio::task::JoinSet::new();
+        for job in jobs {
+            let this = self.clone();
+            running.spawn(async move { this.run_one(job).await });
+        }
+        while running.join_next().await.is_some() {}
+        claimed
+    }
+
+    async fn run_one(&self, job: Job) {
+        let outcome = match job.kind.as_str() {
+            JOB_ENFORCE_POLICY => self.enforcer.enforce_job(&job).await,
+            other => {
+                tracing::error!(kind = other, id = job.id, "unknown job kind; dropping it");
+                JobOutcome::Done
+            }
+        };
+        let result = match outcome {
+            JobOutcome::Done => self.store.finish_job(job.id, &self.owner).await,
+            JobOutcome::Retry(why) => {
+                let backoff = Duration::from_secs(1u64 << job.attempts.clamp(0, 8) as u32)
+                    .min(Duration::from_secs(300));
+                let at = Utc::now()
+                    + chrono::Duration::from_std(backoff).unwrap_or(chrono::Duration::seconds(300));
+                tracing::info!(id = job.id, kind = %job.kind, attempts = job.attempts, reason = %why, "job will be retried");
+                self.store.retry_job(job.id, &self.owner, at, &why).await
+            }
+        };
+        if let Err(e) = result {
+            // The lease runs out and the job is taken again: at worst it runs twice, and
+            // every job is written to be idempotent.
+            tracing::warn!(error = %e, id = job.id, "could not record the job's outcome");
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "jitgate".into())
+}
