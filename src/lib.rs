@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
+pub mod inventory;
 pub mod metrics;
 pub mod rbac;
 pub mod server;

@@ -10,6 +10,7 @@ use crate::auth::{jwks, JwksCache, TokenValidator};
 use crate::config::{redact_url, ArmCredentialKind, ArmMode, AuthConfig, Config, DatabaseUrl};
 use crate::dispatch::enforce::Enforcer;
 use crate::dispatch::Dispatcher;
+use crate::inventory::Inventory;
 use crate::metrics::Metrics;
 use crate::store::{self, DynStore};
 use anyhow::Context;
@@ -117,10 +118,20 @@ pub async fn arm_for_sim(config: &Config, sim: Sim, token: &str) -> anyhow::Resu
 /// The dispatcher that carries out queued ARM work through `arm`.
 pub fn dispatcher(config: &Config, store: DynStore, arm: &Arm) -> Dispatcher {
     let writer = NsgWriter::new(arm.client.clone(), config.rule_priority_base);
+    let inventory = inventory(config, store.clone(), arm);
     Dispatcher::new(
         store.clone(),
-        Enforcer::new(store, arm.client.clone(), writer),
+        Enforcer::new(store, arm.client.clone(), writer, inventory),
     )
+}
+
+/// The inventory of the configured subscriptions (in `sim` mode, by default, the demo one).
+pub fn inventory(config: &Config, store: DynStore, arm: &Arm) -> Inventory {
+    let mut subscriptions = config.subscriptions.clone();
+    if subscriptions.is_empty() && arm.sim.is_some() {
+        subscriptions.push(crate::arm::sim::seed::DEMO_SUBSCRIPTION.to_string());
+    }
+    Inventory::new(arm.client.clone(), store, subscriptions)
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then finishes the requests in flight.
@@ -156,13 +167,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     announce(&config, addr);
     let state = app_state(config, store, auth, Some(dispatch.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(dispatch.run(async move {
-        let mut rx = stop_rx;
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
-    }));
+    };
+    let worker = tokio::spawn(dispatch.run(stopped(stop_rx.clone())));
+    let refresher = tokio::spawn(
+        inventory(state.config.as_ref(), state.store.clone(), &arm).run(stopped(stop_rx)),
+    );
     serve(listener, state, shutdown_signal()).await?;
     let _ = stop_tx.send(true);
     let _ = worker.await;
+    let _ = refresher.await;
     tracing::info!("stopped");
     Ok(())
 }

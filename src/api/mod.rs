@@ -8,6 +8,7 @@ mod middleware;
 pub mod ops;
 pub mod policies;
 pub mod role_assignments;
+pub mod vms;
 
 use crate::auth::TokenValidator;
 use crate::config::Config;
@@ -81,6 +82,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(policies::router())
         .merge(me::router())
         .merge(role_assignments::router())
+        .merge(vms::router())
         .merge(ops::router())
 }
 

@@ -79,7 +79,7 @@ pub struct ListPoliciesQuery {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)]
-struct VmParams {
+pub(super) struct VmParams {
     /// Subscription id.
     subscription_id: String,
     /// Resource group name.

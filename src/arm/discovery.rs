@@ -3,37 +3,8 @@
 
 use super::client::{api_version, ArmClient, ArmError};
 use super::model::{NetworkInterface, PublicIpAddress, Subnet, VirtualMachine};
-use serde::{Deserialize, Serialize};
+pub use crate::domain::vm::{Attachment, NsgAttachment, VmNetwork};
 use std::collections::HashMap;
-use std::net::IpAddr;
-
-/// Where an NSG is attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Attachment {
-    NetworkInterface,
-    Subnet,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NsgAttachment {
-    pub id: String,
-    pub attached_to: Attachment,
-}
-
-/// A VM's network, as jitgate needs it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VmNetwork {
-    pub vm_id: String,
-    pub name: String,
-    pub location: String,
-    pub private_ip_addresses: Vec<IpAddr>,
-    pub public_ip_addresses: Vec<String>,
-    /// Subnet NSGs first (inbound traffic meets them first), then NIC NSGs; no duplicates.
-    pub network_security_groups: Vec<NsgAttachment>,
-}
 
 /// Reads resources once per discovery run: VMs of one subnet share its GET.
 #[derive(Default)]
@@ -73,6 +44,7 @@ pub async fn network_of(
         private_ip_addresses: vec![],
         public_ip_addresses: vec![],
         network_security_groups: vec![],
+        firewalls: vec![],
     };
     let mut nic_nsgs = Vec::new();
     for nic_ref in &vm.properties.network_profile.network_interfaces {

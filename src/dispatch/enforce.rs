@@ -8,6 +8,7 @@ use crate::arm::discovery::{self, VmNetwork};
 use crate::arm::nsg_writer::{NsgWriter, RuleChange, RuleOutcome, WriteError, RULE_PREFIX};
 use crate::audit::NewAuditEvent;
 use crate::domain::{Principal, VmId};
+use crate::inventory::Inventory;
 use crate::store::{DynStore, Enforcement, EnforcementState, Job, StoredPolicy};
 use chrono::Utc;
 use serde_json::json;
@@ -17,6 +18,7 @@ pub struct Enforcer {
     store: DynStore,
     client: ArmClient,
     writer: NsgWriter,
+    inventory: Inventory,
 }
 
 /// The actor of the events jitgate records on its own account.
@@ -46,11 +48,17 @@ fn short(name: &str) -> String {
 }
 
 impl Enforcer {
-    pub fn new(store: DynStore, client: ArmClient, writer: NsgWriter) -> Enforcer {
+    pub fn new(
+        store: DynStore,
+        client: ArmClient,
+        writer: NsgWriter,
+        inventory: Inventory,
+    ) -> Enforcer {
         Enforcer {
             store,
             client,
             writer,
+            inventory,
         }
     }
 
@@ -152,6 +160,11 @@ impl Enforcer {
                 }
                 Err(e) => problems.push(format!("{}: {e}", nsg_name(nsg))),
             }
+        }
+        // The VM's posture changed with its rules: show it in the inventory now, not at the
+        // next refresh. A failure here is the inventory's, not the enforcement's.
+        if let Err(e) = self.inventory.record(&network).await {
+            tracing::warn!(error = %e, vm = %vm, "could not refresh the VM's inventory record");
         }
         if policy.is_none() {
             return Ok(removed(nsgs));

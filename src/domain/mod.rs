@@ -7,6 +7,7 @@ pub mod ids;
 pub mod network;
 pub mod policy;
 pub mod principal;
+pub mod vm;
 
 pub use duration::{AccessDuration, DurationLimits};
 pub use errors::{FieldError, FieldErrors};
@@ -14,3 +15,4 @@ pub use ids::{Scope, VmId};
 pub use network::{Port, Protocol, SourcePrefix};
 pub use policy::{ApprovalMode, Policy, PolicyDraft, PortRule};
 pub use principal::Principal;
+pub use vm::{Assessment, Attachment, NsgAttachment, VmNetwork};

@@ -12,7 +12,7 @@ pub mod sqlite;
 
 use crate::audit::{AuditEvent, NewAuditEvent};
 use crate::config::DatabaseUrl;
-use crate::domain::{Policy, Principal, Scope, VmId};
+use crate::domain::{Assessment, Policy, Principal, Scope, VmId, VmNetwork};
 use crate::rbac::{Role, RoleAssignment};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -127,6 +127,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Jobs not yet finished (for operations and tests).
     async fn pending_jobs(&self) -> Result<Vec<Job>, StoreError>;
+
+    /// Records what ARM says of a VM now (inventory: observed state, not audited).
+    async fn put_vm(&self, vm: &InventoryVm) -> Result<(), StoreError>;
+
+    /// A VM from the inventory, with whether it has a policy.
+    async fn get_vm(&self, vm: &VmId) -> Result<Option<ListedVm>, StoreError>;
+
+    /// One keyset page of the inventory, ordered by VM id.
+    async fn list_vms(
+        &self,
+        filter: &VmFilter,
+        page: &PageRequest,
+    ) -> Result<Page<ListedVm>, StoreError>;
+
+    /// Forgets the VMs of `subscription` that a refresh started at `since` did not see (they
+    /// are gone from ARM); returns how many.
+    async fn forget_vms(&self, subscription: &str, since: DateTime<Utc>)
+        -> Result<u64, StoreError>;
 
     /// Audit events with `seq > after`, in chain order.
     async fn audit_events_after(
@@ -340,3 +358,29 @@ pub struct Job {
 
 /// Make the VM's deny rules match its policy (present: in place; deleted: removed).
 pub const JOB_ENFORCE_POLICY: &str = "policy.enforce";
+
+/// A VM as the last inventory refresh saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InventoryVm {
+    pub vm: VmId,
+    pub network: VmNetwork,
+    /// Paths from the Internet to management ports ("NSG nsg-a allows 22 from Internet ...").
+    pub exposures: Vec<String>,
+    pub refreshed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedVm {
+    pub vm: InventoryVm,
+    /// The VM has a JIT policy.
+    pub jit_enabled: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct VmFilter {
+    pub subscription: Option<String>,
+    pub resource_group: Option<String>,
+    pub assessment: Option<Assessment>,
+    /// Only VMs under these scopes (the caller's visibility); `None` means everywhere.
+    pub within: Option<Vec<Scope>>,
+}

@@ -164,3 +164,33 @@ impl TryFrom<JobRow> for super::Job {
         })
     }
 }
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct VmRow {
+    pub vm_id: String,
+    pub network: String,
+    pub exposures: String,
+    pub refreshed_at: DateTime<Utc>,
+    pub jit_enabled: bool,
+}
+
+/// The inventory columns, with `jit_enabled` from a LEFT JOIN on policies aliased `p`.
+pub(super) const VM_COLUMNS: &str =
+    "v.vm_id, v.network, v.exposures, v.refreshed_at, (p.vm_key IS NOT NULL) AS jit_enabled";
+
+impl TryFrom<VmRow> for super::ListedVm {
+    type Error = StoreError;
+    fn try_from(row: VmRow) -> Result<Self, StoreError> {
+        Ok(super::ListedVm {
+            vm: super::InventoryVm {
+                vm: VmId::parse(&row.vm_id).map_err(|e| corrupt("vm_id", e))?,
+                network: serde_json::from_str(&row.network)
+                    .map_err(|e| corrupt("vm network", e))?,
+                exposures: serde_json::from_str(&row.exposures)
+                    .map_err(|e| corrupt("vm exposures", e))?,
+                refreshed_at: row.refreshed_at,
+            },
+            jit_enabled: row.jit_enabled,
+        })
+    }
+}

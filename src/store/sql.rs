@@ -279,42 +279,15 @@ macro_rules! impl_sql_store {
                 filter: &$crate::store::PolicyFilter,
                 page: &$crate::store::PageRequest,
             ) -> Result<$crate::store::Page<$crate::store::StoredPolicy>, $crate::store::StoreError> {
-                use $crate::domain::Scope;
                 use $crate::store::rows::{PolicyRow, POLICY_COLUMNS};
                 use $crate::store::{Page, StoreError, StoredPolicy};
                 let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {POLICY_COLUMNS} FROM policies WHERE 1 = 1"));
-                if let Some(s) = &filter.subscription {
-                    q.push(" AND subscription_key = ").push_bind(s.to_ascii_lowercase());
-                }
-                if let Some(rg) = &filter.resource_group {
-                    q.push(" AND resource_group_key = ").push_bind(rg.to_ascii_lowercase());
-                }
+                Self::push_place(&mut q, "", filter.subscription.as_deref(), filter.resource_group.as_deref());
                 if let Some(after) = &page.after {
                     q.push(" AND vm_key > ").push_bind(after.clone());
                 }
                 if let Some(scopes) = &filter.within {
-                    q.push(" AND (1 = 0");
-                    for scope in scopes {
-                        match scope {
-                            Scope::Tenant => {
-                                q.push(" OR 1 = 1");
-                            }
-                            Scope::Subscription { subscription } => {
-                                q.push(" OR subscription_key = ").push_bind(subscription.to_ascii_lowercase());
-                            }
-                            Scope::ResourceGroup { subscription, resource_group } => {
-                                q.push(" OR (subscription_key = ")
-                                    .push_bind(subscription.to_ascii_lowercase())
-                                    .push(" AND resource_group_key = ")
-                                    .push_bind(resource_group.to_ascii_lowercase())
-                                    .push(")");
-                            }
-                            Scope::Vm(vm) => {
-                                q.push(" OR vm_key = ").push_bind(vm.key().to_string());
-                            }
-                        }
-                    }
-                    q.push(")");
+                    Self::push_within(&mut q, "", scopes);
                 }
                 // One row more than asked tells whether another page follows.
                 q.push(" ORDER BY vm_key LIMIT ").push_bind(i64::from(page.limit) + 1);
@@ -610,6 +583,92 @@ macro_rules! impl_sql_store {
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
+            async fn put_vm(&self, vm: &$crate::store::InventoryVm) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::StoreError;
+                let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+                sqlx::query(
+                    "INSERT INTO vms (vm_key, vm_id, subscription_key, resource_group_key, name, location, network, exposures, guarded, exposed, refreshed_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                     ON CONFLICT (vm_key) DO UPDATE SET vm_id = excluded.vm_id, name = excluded.name, location = excluded.location, \
+                     network = excluded.network, exposures = excluded.exposures, guarded = excluded.guarded, exposed = excluded.exposed, \
+                     refreshed_at = excluded.refreshed_at",
+                )
+                .bind(vm.vm.key())
+                .bind(vm.vm.as_str())
+                .bind(vm.vm.subscription().to_ascii_lowercase())
+                .bind(vm.vm.resource_group().to_ascii_lowercase())
+                .bind(&vm.network.name)
+                .bind(&vm.network.location)
+                .bind(serde_json::to_string(&vm.network).map_err(corrupt)?)
+                .bind(serde_json::to_string(&vm.exposures).map_err(corrupt)?)
+                .bind(vm.network.is_guarded())
+                .bind(!vm.exposures.is_empty())
+                .bind(vm.refreshed_at)
+                .execute(self.writer())
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                Ok(())
+            }
+
+            async fn get_vm(&self, vm: &$crate::domain::VmId) -> Result<Option<$crate::store::ListedVm>, $crate::store::StoreError> {
+                use $crate::store::rows::{VmRow, VM_COLUMNS};
+                let row: Option<VmRow> = sqlx::query_as(&format!(
+                    "SELECT {VM_COLUMNS} FROM vms v LEFT JOIN policies p ON p.vm_key = v.vm_key WHERE v.vm_key = $1"
+                ))
+                .bind(vm.key())
+                .fetch_optional(self.reader())
+                .await
+                .map_err($crate::store::StoreError::from_sqlx)?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn list_vms(
+                &self,
+                filter: &$crate::store::VmFilter,
+                page: &$crate::store::PageRequest,
+            ) -> Result<$crate::store::Page<$crate::store::ListedVm>, $crate::store::StoreError> {
+                use $crate::domain::Assessment;
+                use $crate::store::rows::{VmRow, VM_COLUMNS};
+                use $crate::store::{ListedVm, Page, StoreError};
+                let mut q = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {VM_COLUMNS} FROM vms v LEFT JOIN policies p ON p.vm_key = v.vm_key WHERE 1 = 1"
+                ));
+                Self::push_place(&mut q, "v.", filter.subscription.as_deref(), filter.resource_group.as_deref());
+                if let Some(scopes) = &filter.within {
+                    Self::push_within(&mut q, "v.", scopes);
+                }
+                // The assessment of domain::vm::assess, as SQL, so pages stay full.
+                match filter.assessment {
+                    Some(Assessment::Healthy) => {
+                        q.push(" AND (p.vm_key IS NOT NULL OR (v.guarded = ").push_bind(true).push(" AND v.exposed = ").push_bind(false).push("))");
+                    }
+                    Some(Assessment::Unhealthy) => {
+                        q.push(" AND p.vm_key IS NULL AND v.guarded = ").push_bind(true).push(" AND v.exposed = ").push_bind(true);
+                    }
+                    Some(Assessment::NotApplicable) => {
+                        q.push(" AND p.vm_key IS NULL AND v.guarded = ").push_bind(false);
+                    }
+                    None => {}
+                }
+                if let Some(after) = &page.after {
+                    q.push(" AND v.vm_key > ").push_bind(after.clone());
+                }
+                q.push(" ORDER BY v.vm_key LIMIT ").push_bind(i64::from(page.limit) + 1);
+                let rows: Vec<VmRow> = q.build_query_as().fetch_all(self.reader()).await.map_err(StoreError::from_sqlx)?;
+                let items = rows.into_iter().map(ListedVm::try_from).collect::<Result<Vec<_>, _>>()?;
+                Ok(Page::from_overfetch(items, page.limit, |v| v.vm.vm.key().to_string()))
+            }
+
+            async fn forget_vms(&self, subscription: &str, since: chrono::DateTime<chrono::Utc>) -> Result<u64, $crate::store::StoreError> {
+                let done = sqlx::query("DELETE FROM vms WHERE subscription_key = $1 AND refreshed_at < $2")
+                    .bind(subscription.to_ascii_lowercase())
+                    .bind(since)
+                    .execute(self.writer())
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(done.rows_affected())
+            }
+
             async fn audit_events_after(
                 &self,
                 after: i64,
@@ -648,6 +707,43 @@ macro_rules! impl_sql_store {
                 .await
                 .map_err($crate::store::StoreError::from_sqlx)?;
                 Ok(())
+            }
+
+            /// `AND` the rows under one of `scopes` (columns of the table aliased `alias`).
+            fn push_within(q: &mut sqlx::QueryBuilder<'_, $db>, alias: &str, scopes: &[$crate::domain::Scope]) {
+                use $crate::domain::Scope;
+                q.push(" AND (1 = 0");
+                for scope in scopes {
+                    match scope {
+                        Scope::Tenant => {
+                            q.push(" OR 1 = 1");
+                        }
+                        Scope::Subscription { subscription } => {
+                            q.push(format!(" OR {alias}subscription_key = ")).push_bind(subscription.to_ascii_lowercase());
+                        }
+                        Scope::ResourceGroup { subscription, resource_group } => {
+                            q.push(format!(" OR ({alias}subscription_key = "))
+                                .push_bind(subscription.to_ascii_lowercase())
+                                .push(format!(" AND {alias}resource_group_key = "))
+                                .push_bind(resource_group.to_ascii_lowercase())
+                                .push(")");
+                        }
+                        Scope::Vm(vm) => {
+                            q.push(format!(" OR {alias}vm_key = ")).push_bind(vm.key().to_string());
+                        }
+                    }
+                }
+                q.push(")");
+            }
+
+            /// `AND` the subscription and resource group filters of a list.
+            fn push_place(q: &mut sqlx::QueryBuilder<'_, $db>, alias: &str, subscription: Option<&str>, resource_group: Option<&str>) {
+                if let Some(s) = subscription {
+                    q.push(format!(" AND {alias}subscription_key = ")).push_bind(s.to_ascii_lowercase());
+                }
+                if let Some(rg) = resource_group {
+                    q.push(format!(" AND {alias}resource_group_key = ")).push_bind(rg.to_ascii_lowercase());
+                }
             }
 
             fn push_etag_condition(q: &mut sqlx::QueryBuilder<'_, $db>, precondition: &$crate::store::Precondition) {

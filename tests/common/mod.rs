@@ -101,6 +101,8 @@ impl Drop for TestDb {
 pub struct TestApp {
     /// The ARM simulator, when the app was started with one and its dispatcher.
     pub sim: Option<jitgate::arm::sim::Sim>,
+    /// The inventory over `sim`, to refresh on demand.
+    pub inventory: Option<jitgate::inventory::Inventory>,
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub key: DevKey,
@@ -162,12 +164,17 @@ impl TestApp {
             .expect("token validator");
         let (tx, rx) = oneshot::channel::<()>();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut inventory_handle = None;
         let dispatch = match &sim {
             Some(sim) => {
                 let arm = jitgate::server::arm_for_sim(&config, sim.clone(), SIM_TOKEN)
                     .await
                     .expect("ARM simulator");
                 let dispatch = jitgate::server::dispatcher(&config, store.clone(), &arm);
+                // The inventory as `serve` reads it at start, but before the first request.
+                let inventory = jitgate::server::inventory(&config, store.clone(), &arm);
+                inventory.refresh_all().await.expect("inventory");
+                inventory_handle = Some(inventory);
                 let mut stop = stop_rx.clone();
                 tokio::spawn(dispatch.clone().run(async move {
                     let _ = stop.wait_for(|s| *s).await;
@@ -182,6 +189,7 @@ impl TestApp {
         }));
         TestApp {
             sim,
+            inventory: inventory_handle,
             stop_dispatch: stop_tx,
             addr,
             client: reqwest::Client::new(),
