@@ -8,3 +8,4 @@ pub mod evaluate;
 pub mod model;
 pub mod nsg_writer;
 pub mod sim;
+pub mod writer;

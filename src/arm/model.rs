@@ -150,7 +150,7 @@ pub struct PublicIpAddressProperties {
 
 // ---- Microsoft.Network: network security groups ----
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetworkSecurityGroup {
     pub id: String,
     pub name: String,
@@ -162,7 +162,7 @@ pub struct NetworkSecurityGroup {
     pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkSecurityGroupProperties {
     #[serde(default)]
@@ -319,4 +319,96 @@ pub fn default_inbound_rules() -> Vec<SecurityRule> {
             "Deny all inbound traffic",
         ),
     ]
+}
+
+// ---- Microsoft.Network: Azure Firewall and firewall policies ----
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AzureFirewall {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub location: String,
+    pub properties: AzureFirewallProperties,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureFirewallProperties {
+    #[serde(default)]
+    pub ip_configurations: Vec<IpConfiguration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall_policy: Option<SubResource>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleCollectionGroup {
+    pub id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    pub properties: RuleCollectionGroupProperties,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleCollectionGroupProperties {
+    pub priority: u32,
+    #[serde(default)]
+    pub rule_collections: Vec<RuleCollection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning_state: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A collection of rules: `FirewallPolicyNatRuleCollection` (action DNAT) or
+/// `FirewallPolicyFilterRuleCollection`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleCollection {
+    pub rule_collection_type: String,
+    pub name: String,
+    pub priority: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Value>,
+    #[serde(default)]
+    pub rules: Vec<FirewallRule>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl RuleCollection {
+    pub fn is_nat(&self) -> bool {
+        self.rule_collection_type == "FirewallPolicyNatRuleCollection"
+    }
+}
+
+/// A firewall policy rule; for a `NatRule`, traffic to `destinationAddresses`:`destinationPorts`
+/// from `sourceAddresses` is forwarded to `translatedAddress`:`translatedPort`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FirewallRule {
+    pub rule_type: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_protocols: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_addresses: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destination_addresses: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destination_ports: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub translated_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub translated_port: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }

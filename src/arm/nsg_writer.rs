@@ -1,26 +1,19 @@
-//! The one way jitgate changes an NSG, for policies' deny rules now and grants' allow rules
-//! next: read the NSG with its ETag, merge jitgate's rules (and only jitgate's, known by the
-//! `jitgate-` name prefix) into what is there, PUT it back with `If-Match`, and follow the
-//! long-running operation. A 412 means someone else changed the NSG meanwhile: read and merge
-//! again. At most one write is in flight per NSG; changes that queue up behind it go out
-//! together in the next write, so fifty policies on one subnet's NSG cost a handful of writes.
+//! jitgate's rules in NSGs: a deny rule per VM that a policy protects, placed above every
+//! allow rule that would admit its ports from the Internet; written through [`Writer`].
 
-use super::client::{api_version, ArmClient, ArmError};
+use super::client::ArmClient;
 use super::evaluate::{self, NetworkContext};
 use super::model::{Access, Direction, NetworkSecurityGroup, SecurityRule, SecurityRuleProperties};
+pub use super::writer::WriteError;
+use super::writer::{Target, Writer};
 use serde_json::Map;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use tokio::sync::oneshot;
 
 /// Every rule jitgate writes is named with this prefix; rules without it are never touched.
 pub const RULE_PREFIX: &str = "jitgate-";
 /// The highest custom-rule priority ARM allows.
 pub const LOWEST_PRIORITY: u32 = 4096;
-/// Re-reads after a 412 before giving up on a batch.
-const MAX_MERGES: u32 = 8;
 
 /// A change jitgate wants in one NSG.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,148 +48,47 @@ pub struct RuleOutcome {
     pub overrides: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WriteError {
-    #[error(transparent)]
-    Arm(#[from] ArmError),
-    /// The rule cannot be placed without leaving a gap; nothing was written for it.
-    #[error("{0}")]
-    NoPriority(String),
-    #[error("the NSG kept changing under us: {0} conflicting writes in a row")]
-    TooManyConflicts(u32),
+/// Writes jitgate's NSG rules.
+pub type NsgWriter = Writer<NsgRules>;
+
+impl Writer<NsgRules> {
+    pub fn new(client: ArmClient, priority_base: u16) -> NsgWriter {
+        Writer::with_target(
+            client,
+            NsgRules {
+                priority_base: u32::from(priority_base),
+                network: NetworkContext::default(),
+            },
+        )
+    }
 }
 
-type Reply = oneshot::Sender<Result<RuleOutcome, WriteError>>;
-
-#[derive(Default)]
-struct Queue {
-    pending: Vec<(RuleChange, Reply)>,
-    writing: bool,
-}
-
-/// Serialises and batches the changes to each NSG.
-#[derive(Clone)]
-pub struct NsgWriter {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    client: ArmClient,
+/// NSGs as a [`Target`]: where deny rules go is decided against the NSG as read.
+pub struct NsgRules {
     priority_base: u32,
-    queues: Mutex<HashMap<String, Queue>>,
-    writes: AtomicU64,
     network: NetworkContext,
 }
 
-impl NsgWriter {
-    pub fn new(client: ArmClient, priority_base: u16) -> NsgWriter {
-        NsgWriter {
-            inner: Arc::new(Inner {
-                client,
-                priority_base: u32::from(priority_base),
-                queues: Mutex::new(HashMap::new()),
-                writes: AtomicU64::new(0),
-                network: NetworkContext::default(),
-            }),
-        }
+impl Target for NsgRules {
+    type Resource = NetworkSecurityGroup;
+    type Change = RuleChange;
+    type Outcome = RuleOutcome;
+
+    fn etag(nsg: &NetworkSecurityGroup) -> Option<String> {
+        nsg.etag.clone()
     }
 
-    /// NSG writes (PUTs) made so far.
-    pub fn writes(&self) -> u64 {
-        self.inner.writes.load(Ordering::Relaxed)
-    }
-
-    /// Applies `change` to the NSG `nsg_id`, together with whatever else is queued for it.
-    pub async fn apply(&self, nsg_id: &str, change: RuleChange) -> Result<RuleOutcome, WriteError> {
-        let (tx, rx) = oneshot::channel();
-        let key = nsg_id.to_ascii_lowercase();
-        let start_writer = {
-            let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
-            let queue = queues.entry(key.clone()).or_default();
-            queue.pending.push((change, tx));
-            !std::mem::replace(&mut queue.writing, true)
-        };
-        if start_writer {
-            let inner = self.inner.clone();
-            let id = nsg_id.to_string();
-            tokio::spawn(async move { inner.drain(&key, &id).await });
-        }
-        rx.await.unwrap_or_else(|_| {
-            Err(WriteError::Arm(ArmError {
-                status: None,
-                code: "WriterStopped".into(),
-                message: "the NSG writer stopped".into(),
-            }))
-        })
-    }
-}
-
-impl Inner {
-    /// Writes batches for one NSG until its queue is empty.
-    async fn drain(&self, key: &str, nsg_id: &str) {
-        loop {
-            let batch = {
-                let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-                let Some(queue) = queues.get_mut(key) else {
-                    return;
-                };
-                if queue.pending.is_empty() {
-                    queues.remove(key);
-                    return;
-                }
-                std::mem::take(&mut queue.pending)
-            };
-            let changes: Vec<RuleChange> = batch.iter().map(|(c, _)| c.clone()).collect();
-            match self.write_batch(nsg_id, &changes).await {
-                Ok(outcomes) => {
-                    for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
-                        let _ = reply.send(outcome);
-                    }
-                }
-                Err(e) => {
-                    for (_, reply) in batch {
-                        let _ = reply.send(Err(e.clone()));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Read, merge, PUT with If-Match, wait; again on 412. One outcome per change.
-    async fn write_batch(
+    fn merge(
         &self,
-        nsg_id: &str,
-        changes: &[RuleChange],
-    ) -> Result<Vec<Result<RuleOutcome, WriteError>>, WriteError> {
-        for _ in 0..MAX_MERGES {
-            let mut nsg: NetworkSecurityGroup =
-                self.client.get(nsg_id, api_version::NETWORK).await?;
-            let etag = nsg.etag.clone();
-            let before = nsg.properties.security_rules.clone();
-            let outcomes: Vec<_> = changes
-                .iter()
-                .map(|c| merge(&mut nsg, c, self.priority_base, &self.network))
-                .collect();
-            if nsg.properties.security_rules == before {
-                return Ok(outcomes); // already as wanted: no write
-            }
-            // Read-only parts ARM fills in are not sent back.
-            nsg.properties.default_security_rules.clear();
-            nsg.properties.provisioning_state = None;
-            self.writes.fetch_add(1, Ordering::Relaxed);
-            let written: Result<NetworkSecurityGroup, ArmError> = self
-                .client
-                .put_and_wait(nsg_id, api_version::NETWORK, &nsg, etag.as_deref())
-                .await;
-            match written {
-                Ok(_) => return Ok(outcomes),
-                Err(e) if e.is_precondition_failed() => {
-                    tracing::info!(nsg = nsg_id, "NSG changed since we read it; merging again");
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(WriteError::TooManyConflicts(MAX_MERGES))
+        nsg: &mut NetworkSecurityGroup,
+        change: &RuleChange,
+    ) -> Result<RuleOutcome, WriteError> {
+        merge(nsg, change, self.priority_base, &self.network)
+    }
+
+    fn for_put(nsg: &mut NetworkSecurityGroup) {
+        nsg.properties.default_security_rules.clear();
+        nsg.properties.provisioning_state = None;
     }
 }
 

@@ -1,7 +1,9 @@
 //! The simulator's state and ARM's rules for it, with no HTTP: resources by id, NSGs with
 //! ETags and one long-running operation at a time, and the faults a test asks for.
 
-use crate::arm::model::{AsyncOperation, ErrorDetail, NetworkSecurityGroup, SecurityRule};
+use crate::arm::model::{
+    AsyncOperation, ErrorDetail, NetworkSecurityGroup, RuleCollectionGroup, SecurityRule,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -148,12 +150,21 @@ impl Default for FaultPlan {
     }
 }
 
+/// A written resource as it stood before the write, restored if the operation fails.
+#[derive(Debug, Clone)]
+enum Before {
+    Nsg(Option<NetworkSecurityGroup>),
+    RuleCollectionGroup(Option<RuleCollectionGroup>),
+}
+
 #[derive(Debug, Clone)]
 struct Operation {
-    nsg_key: String,
+    /// The written resource's key.
+    key: String,
+    /// What one operation at a time is counted on: the NSG, or the firewall policy.
+    lock: String,
     done_at: Instant,
-    /// The NSG as it stood before the write, restored if the operation fails.
-    before: Option<NetworkSecurityGroup>,
+    before: Before,
     failure: Option<ErrorDetail>,
     status: &'static str,
 }
@@ -166,8 +177,12 @@ pub struct World {
     pub nsgs: BTreeMap<String, NetworkSecurityGroup>,
     /// The NSG as it last stood after a successful write: what the network enforces.
     pub effective_nsgs: BTreeMap<String, NetworkSecurityGroup>,
+    /// Firewall policies' rule collection groups by lower-cased id, as ARM returns them.
+    pub rule_collection_groups: BTreeMap<String, RuleCollectionGroup>,
+    /// The groups as they last stood after a successful write: what the firewalls enforce.
+    pub effective_rule_collection_groups: BTreeMap<String, RuleCollectionGroup>,
     operations: HashMap<String, Operation>,
-    /// Accepted writes per NSG key.
+    /// Accepted writes per resource key (NSG or rule collection group).
     pub writes: HashMap<String, u64>,
     pub requests: u64,
     /// Every request, in order, as the simulator received it.
@@ -183,6 +198,8 @@ impl World {
             resources: BTreeMap::new(),
             nsgs: BTreeMap::new(),
             effective_nsgs: BTreeMap::new(),
+            rule_collection_groups: BTreeMap::new(),
+            effective_rule_collection_groups: BTreeMap::new(),
             operations: HashMap::new(),
             writes: HashMap::new(),
             requests: 0,
@@ -242,7 +259,8 @@ impl World {
         None
     }
 
-    /// Completes the operations whose time has come.
+    /// Completes the operations whose time has come: a failed one puts the resource back as
+    /// it was; a successful one makes the new state the one the network enforces.
     pub fn settle(&mut self, now: Instant) {
         let due: Vec<String> = self
             .operations
@@ -254,24 +272,42 @@ impl World {
             let Some(op) = self.operations.get_mut(&id) else {
                 continue;
             };
-            let Some(nsg) = self.nsgs.get_mut(&op.nsg_key) else {
-                continue;
-            };
-            if op.failure.is_some() {
-                op.status = "Failed";
-                match op.before.take() {
-                    Some(before) => *nsg = before,
+            let failed = op.failure.is_some();
+            op.status = if failed { "Failed" } else { "Succeeded" };
+            let key = op.key.clone();
+            match (&mut op.before, failed) {
+                (Before::Nsg(before), true) => match before.take() {
+                    Some(b) => {
+                        self.nsgs.insert(key, b);
+                    }
                     None => {
-                        self.nsgs.remove(&op.nsg_key);
+                        self.nsgs.remove(&key);
+                    }
+                },
+                (Before::RuleCollectionGroup(before), true) => match before.take() {
+                    Some(b) => {
+                        self.rule_collection_groups.insert(key, b);
+                    }
+                    None => {
+                        self.rule_collection_groups.remove(&key);
+                    }
+                },
+                (Before::Nsg(_), false) => {
+                    if let Some(nsg) = self.nsgs.get_mut(&key) {
+                        nsg.properties.provisioning_state = Some("Succeeded".into());
+                        for rule in &mut nsg.properties.security_rules {
+                            rule.properties.provisioning_state = Some("Succeeded".into());
+                        }
+                        self.effective_nsgs.insert(key, nsg.clone());
                     }
                 }
-            } else {
-                op.status = "Succeeded";
-                nsg.properties.provisioning_state = Some("Succeeded".into());
-                for rule in &mut nsg.properties.security_rules {
-                    rule.properties.provisioning_state = Some("Succeeded".into());
+                (Before::RuleCollectionGroup(_), false) => {
+                    if let Some(group) = self.rule_collection_groups.get_mut(&key) {
+                        group.properties.provisioning_state = Some("Succeeded".into());
+                        self.effective_rule_collection_groups
+                            .insert(key, group.clone());
+                    }
                 }
-                self.effective_nsgs.insert(op.nsg_key.clone(), nsg.clone());
             }
         }
     }
@@ -287,10 +323,66 @@ impl World {
         })
     }
 
-    fn busy(&self, nsg_key: &str) -> bool {
+    fn busy(&self, lock: &str) -> bool {
         self.operations
             .values()
-            .any(|op| op.nsg_key == nsg_key && op.status == "InProgress")
+            .any(|op| op.lock == lock && op.status == "InProgress")
+    }
+
+    /// ARM's checks before a write: one operation at a time (409), `If-Match` and
+    /// `If-None-Match` against the current ETag (412).
+    fn check_write(
+        &self,
+        id: &str,
+        lock: &str,
+        current_etag: Option<Option<&str>>,
+        if_match: Option<&str>,
+        if_none_match: Option<&str>,
+    ) -> Result<(), SimError> {
+        if self.busy(lock) {
+            return Err(SimError::another_operation(id));
+        }
+        let stale = || {
+            SimError::new(
+                412,
+                "PreconditionFailed",
+                "The condition specified using HTTP conditional header(s) is not met.",
+            )
+        };
+        match (if_match, current_etag) {
+            (None, _) | (Some("*"), Some(_)) => {}
+            (Some(tag), Some(Some(current))) if current == tag => {}
+            (Some(_), _) => return Err(stale()),
+        }
+        if if_none_match == Some("*") && current_etag.is_some() {
+            return Err(stale());
+        }
+        Ok(())
+    }
+
+    /// Starts the long-running operation of an accepted write; returns its id.
+    fn start_operation(
+        &mut self,
+        key: &str,
+        lock: &str,
+        before: Before,
+        failure: Option<ErrorDetail>,
+        now: Instant,
+    ) -> String {
+        let op_id = uuid::Uuid::new_v4().to_string();
+        self.operations.insert(
+            op_id.clone(),
+            Operation {
+                key: key.to_string(),
+                lock: lock.to_string(),
+                done_at: now + self.faults.lro_delay,
+                before,
+                failure,
+                status: "InProgress",
+            },
+        );
+        *self.writes.entry(key.to_string()).or_default() += 1;
+        op_id
     }
 
     /// A PUT of an NSG, as ARM takes it: refused while another operation runs on it (409) or
@@ -307,27 +399,13 @@ impl World {
     ) -> Result<(NetworkSecurityGroup, String, bool), SimError> {
         let key = id.to_ascii_lowercase();
         let current = self.nsgs.get(&key).cloned();
-        if self.busy(&key) {
-            return Err(SimError::another_operation(id));
-        }
-        match (if_match, &current) {
-            (Some("*"), Some(_)) | (None, _) => {}
-            (Some(tag), Some(nsg)) if nsg.etag.as_deref() == Some(tag) => {}
-            (Some(_), _) => {
-                return Err(SimError::new(
-                    412,
-                    "PreconditionFailed",
-                    "The condition specified using HTTP conditional header(s) is not met.",
-                ))
-            }
-        }
-        if if_none_match == Some("*") && current.is_some() {
-            return Err(SimError::new(
-                412,
-                "PreconditionFailed",
-                "The resource already exists.",
-            ));
-        }
+        self.check_write(
+            id,
+            &key,
+            current.as_ref().map(|c| c.etag.as_deref()),
+            if_match,
+            if_none_match,
+        )?;
         check_rules(&body.properties.security_rules)?;
         let (name, rg_id) = split_id(id)?;
         let mut nsg = body;
@@ -351,20 +429,58 @@ impl World {
             rule.properties.provisioning_state = Some("Updating".into());
         }
         let _ = rg_id;
-        let op_id = uuid::Uuid::new_v4().to_string();
-        self.operations.insert(
-            op_id.clone(),
-            Operation {
-                nsg_key: key.clone(),
-                done_at: now + self.faults.lro_delay,
-                before: current.clone(),
-                failure: fail_with,
-                status: "InProgress",
-            },
-        );
-        *self.writes.entry(key.clone()).or_default() += 1;
+        let op_id = self.start_operation(&key, &key, Before::Nsg(current.clone()), fail_with, now);
         self.nsgs.insert(key, nsg.clone());
         Ok((nsg, op_id, current.is_none()))
+    }
+
+    /// A PUT of a firewall policy's rule collection group: as for NSGs, one operation at a
+    /// time (per firewall policy), ETags, and a long-running operation.
+    pub fn put_rule_collection_group(
+        &mut self,
+        id: &str,
+        body: RuleCollectionGroup,
+        if_match: Option<&str>,
+        fail_with: Option<ErrorDetail>,
+        now: Instant,
+    ) -> Result<(RuleCollectionGroup, String, bool), SimError> {
+        let key = id.to_ascii_lowercase();
+        let (policy_id, name) = split_id(id)?;
+        let policy_key = policy_id.to_ascii_lowercase();
+        let current = self.rule_collection_groups.get(&key).cloned();
+        self.check_write(
+            id,
+            &policy_key,
+            current.as_ref().map(|c| c.etag.as_deref()),
+            if_match,
+            None,
+        )?;
+        check_rule_collections(&body)?;
+        let mut group = body;
+        group.id = id.to_string();
+        group.name = name;
+        let etag = format!("W/\"{}\"", uuid::Uuid::new_v4());
+        group.etag = Some(etag);
+        group.properties.provisioning_state = Some("Updating".into());
+        let op_id = self.start_operation(
+            &key,
+            &policy_key,
+            Before::RuleCollectionGroup(current.clone()),
+            fail_with,
+            now,
+        );
+        self.rule_collection_groups.insert(key, group.clone());
+        Ok((group, op_id, current.is_none()))
+    }
+
+    /// Adds or replaces a rule collection group outside the API, effective at once.
+    pub fn upsert_rule_collection_group(&mut self, mut group: RuleCollectionGroup) {
+        group.etag = Some(format!("W/\"{}\"", uuid::Uuid::new_v4()));
+        group.properties.provisioning_state = Some("Succeeded".into());
+        let key = group.id.to_ascii_lowercase();
+        self.effective_rule_collection_groups
+            .insert(key.clone(), group.clone());
+        self.rule_collection_groups.insert(key, group);
     }
 
     /// Adds or replaces an NSG outside the API, effective at once (seeding, or a test playing
@@ -424,6 +540,51 @@ fn check_rules(rules: &[SecurityRule]) -> Result<(), SimError> {
                     rule.name
                 ),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// ARM's validation of a rule collection group: collection priorities 100..65000 and unique,
+/// rule names unique within a collection, NAT rules translating somewhere.
+fn check_rule_collections(group: &RuleCollectionGroup) -> Result<(), SimError> {
+    let mut priorities = std::collections::HashSet::new();
+    for collection in &group.properties.rule_collections {
+        if !(100..=65000).contains(&collection.priority) || !priorities.insert(collection.priority)
+        {
+            return Err(SimError::new(
+                400,
+                "FirewallPolicyRuleCollectionGroupInvalidPriority",
+                format!(
+                    "Rule collection {} has an invalid or duplicate priority {}.",
+                    collection.name, collection.priority
+                ),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for rule in &collection.rules {
+            if !names.insert(rule.name.to_ascii_lowercase()) {
+                return Err(SimError::new(
+                    400,
+                    "FirewallPolicyRuleNameNotUnique",
+                    format!(
+                        "Rule name {} is used more than once in {}.",
+                        rule.name, collection.name
+                    ),
+                ));
+            }
+            if rule.rule_type == "NatRule"
+                && (rule.translated_address.is_none() || rule.translated_port.is_none())
+            {
+                return Err(SimError::new(
+                    400,
+                    "FirewallPolicyNatRuleInvalid",
+                    format!(
+                        "NAT rule {} needs translatedAddress and translatedPort.",
+                        rule.name
+                    ),
+                ));
+            }
         }
     }
     Ok(())
