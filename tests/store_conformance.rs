@@ -5,14 +5,15 @@ mod common;
 
 use chrono::{Duration, Utc};
 use common::{assert_chain_ok, TestDb};
-use jitgate::audit::AuditEvent;
+use jitgate::audit::{AuditEvent, NewAuditEvent};
 use jitgate::domain::{DurationLimits, Policy, PolicyDraft, Principal, Scope, VmId};
 use jitgate::rbac::{PrincipalType, Role, RoleAssignment};
 use jitgate::store::{
-    DynStore, EnforcementState, PageRequest, PolicyFilter, PolicyPut, Precondition,
-    RoleAssignmentFilter, RoleAssignmentPut, StoreError,
+    DynStore, Enforcement, EnforcementState, Job, PageRequest, PolicyFilter, PolicyPut,
+    Precondition, RoleAssignmentFilter, RoleAssignmentPut, StoreError, JOB_ENFORCE_POLICY,
 };
 use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
 
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -55,6 +56,15 @@ conformance!(
     a_second_assignment_of_the_same_grant_conflicts,
     role_assignments_list_within_scopes_on_whole_segments,
     role_assignments_for_finds_users_and_groups,
+    a_policy_write_queues_one_enforcement_job_coalesced_until_claimed,
+    a_refused_write_queues_no_job,
+    a_claimed_job_is_leased_until_its_lease_runs_out,
+    retry_releases_a_job_until_run_after_and_keeps_its_error,
+    claims_honour_the_limit_and_take_the_oldest_due_jobs_first,
+    concurrent_claimers_take_every_job_exactly_once,
+    a_write_racing_a_claim_is_never_left_unenforced,
+    record_enforcement_applies_only_to_the_etag_it_enforced,
+    append_event_appends_a_chained_event,
 );
 
 fn vm(sub: &str, rg: &str, name: &str) -> VmId {
@@ -702,4 +712,649 @@ async fn role_assignments_for_finds_users_and_groups(store: DynStore) {
         ["g", "u"]
     );
     assert!(store.role_assignments_for(&[]).await.unwrap().is_empty());
+}
+
+// The outbox: jobs queued by policy writes, claimed by dispatchers under a lease.
+
+/// The lease dispatchers take (as `dispatch` does: two minutes).
+fn lease() -> Duration {
+    Duration::seconds(120)
+}
+
+async fn pending(store: &DynStore) -> Vec<Job> {
+    store.pending_jobs().await.unwrap()
+}
+
+/// Claims what is due at `now` for `owner`, asserting that it is exactly one job.
+async fn claim_one(store: &DynStore, owner: &str, now: chrono::DateTime<Utc>) -> Job {
+    let mut jobs = store.claim_jobs(owner, now, lease(), 10).await.unwrap();
+    assert_eq!(jobs.len(), 1, "{owner} claims exactly one job: {jobs:?}");
+    jobs.pop().unwrap()
+}
+
+fn subjects(jobs: &[Job]) -> BTreeSet<String> {
+    jobs.iter().map(|j| j.subject.clone()).collect()
+}
+
+async fn a_policy_write_queues_one_enforcement_job_coalesced_until_claimed(store: DynStore) {
+    assert!(pending(&store).await.is_empty());
+    // Mixed case: the subject is the VM's key, the payload its id as written.
+    let id = vm("S1", "RG-Web", "Vm1");
+    store
+        .put_policy(put(&id, &[22], "e1", Precondition::None))
+        .await
+        .unwrap();
+    let jobs = pending(&store).await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let first = jobs[0].clone();
+    assert_eq!(first.kind, JOB_ENFORCE_POLICY);
+    assert_eq!(first.subject, id.key());
+    assert_eq!(first.payload, json!({ "vmId": id.as_str() }));
+    assert_eq!(first.attempts, 0);
+    assert_eq!(first.last_error, None);
+
+    // Writes while the job waits unclaimed fold into it: it reads the policy when it runs.
+    store
+        .put_policy(put(&id, &[22, 3389], "e2", Precondition::None))
+        .await
+        .unwrap();
+    assert_eq!(
+        pending(&store).await,
+        std::slice::from_ref(&first),
+        "a rewrite is coalesced"
+    );
+    store
+        .delete_policy(&id, &Precondition::None, &alice(), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        pending(&store).await,
+        std::slice::from_ref(&first),
+        "a delete is coalesced"
+    );
+    store
+        .put_policy(put(&id, &[22], "e3", Precondition::Absent))
+        .await
+        .unwrap();
+    assert_eq!(
+        pending(&store).await,
+        std::slice::from_ref(&first),
+        "a re-create is coalesced"
+    );
+
+    // Another VM has a job of its own.
+    let other = vm("s1", "rg-web", "vm2");
+    store
+        .put_policy(put(&other, &[22], "o1", Precondition::None))
+        .await
+        .unwrap();
+    let jobs = pending(&store).await;
+    assert_eq!(jobs.len(), 2);
+    let other_job = jobs[1].clone();
+    assert_eq!(other_job.subject, other.key());
+
+    // Once claimed, the job may already have read the policy: a new write queues a new job.
+    let claimed = store
+        .claim_jobs("d1", Utc::now(), lease(), 1)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, first.id);
+    assert_eq!(claimed[0].attempts, 1);
+    store
+        .put_policy(put(&id, &[3389], "e4", Precondition::None))
+        .await
+        .unwrap();
+    let jobs = pending(&store).await;
+    assert_eq!(jobs.len(), 3, "{jobs:?}");
+    let second = jobs
+        .iter()
+        .find(|j| j.subject == id.key() && j.id != first.id)
+        .expect("a new job for the VM")
+        .clone();
+    assert!(second.id > first.id);
+    assert_eq!(second.attempts, 0);
+    assert_eq!(second.payload, json!({ "vmId": id.as_str() }));
+    // ... and the new job coalesces the writes after it, deletes included.
+    store
+        .put_policy(put(&id, &[3389, 22], "e5", Precondition::None))
+        .await
+        .unwrap();
+    store
+        .delete_policy(&id, &Precondition::None, &alice(), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(pending(&store).await.len(), 3);
+
+    // The claimed job is leased: another dispatcher takes the waiting ones only.
+    let rest = store
+        .claim_jobs("d2", Utc::now(), lease(), 10)
+        .await
+        .unwrap();
+    let ids: BTreeSet<i64> = rest.iter().map(|j| j.id).collect();
+    assert_eq!(ids, BTreeSet::from([other_job.id, second.id]));
+    assert!(store.finish_job(first.id, "d1").await.unwrap());
+    for job in &rest {
+        assert!(store.finish_job(job.id, "d2").await.unwrap());
+    }
+    assert!(pending(&store).await.is_empty());
+}
+
+async fn a_refused_write_queues_no_job(store: DynStore) {
+    let id = vm("s1", "rg", "vm1");
+    store
+        .put_policy(put(&id, &[22], "e1", Precondition::None))
+        .await
+        .unwrap();
+    // Run the write's job, so that any job queued below would be a new one.
+    let job = claim_one(&store, "d1", Utc::now()).await;
+    assert!(store.finish_job(job.id, "d1").await.unwrap());
+    assert!(pending(&store).await.is_empty());
+    let events_before = all_events(&store).await.len();
+
+    let refused = [
+        store
+            .put_policy(put(
+                &id,
+                &[3389],
+                "e2",
+                Precondition::EtagIn(vec!["\"stale\"".into()]),
+            ))
+            .await
+            .map(|_| ()),
+        store
+            .put_policy(put(&id, &[3389], "e3", Precondition::Absent))
+            .await
+            .map(|_| ()),
+        store
+            .put_policy(put(
+                &vm("s1", "rg", "absent"),
+                &[22],
+                "e4",
+                Precondition::Exists,
+            ))
+            .await
+            .map(|_| ()),
+        store
+            .delete_policy(
+                &id,
+                &Precondition::EtagIn(vec!["\"stale\"".into()]),
+                &alice(),
+                Utc::now(),
+            )
+            .await
+            .map(|_| ()),
+    ];
+    for (i, outcome) in refused.iter().enumerate() {
+        assert!(
+            matches!(outcome, Err(StoreError::PreconditionFailed)),
+            "write {i}: {outcome:?}"
+        );
+    }
+    let missing = store
+        .delete_policy(
+            &vm("s1", "rg", "absent"),
+            &Precondition::None,
+            &alice(),
+            Utc::now(),
+        )
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+
+    assert!(
+        pending(&store).await.is_empty(),
+        "a refused write rolls its job back with it"
+    );
+    assert_eq!(all_events(&store).await.len(), events_before);
+    assert_eq!(store.get_policy(&id).await.unwrap().unwrap().etag, "\"e1\"");
+
+    // A write that goes through still queues.
+    store
+        .put_policy(put(
+            &id,
+            &[3389],
+            "e5",
+            Precondition::EtagIn(vec!["\"e1\"".into()]),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(pending(&store).await.len(), 1);
+}
+
+async fn a_claimed_job_is_leased_until_its_lease_runs_out(store: DynStore) {
+    let id = vm("s1", "rg", "vm1");
+    store
+        .put_policy(put(&id, &[22], "e1", Precondition::None))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let first = claim_one(&store, "a", now).await;
+    assert_eq!(first.attempts, 1);
+    assert_eq!(first.subject, id.key());
+
+    for later in [
+        Duration::zero(),
+        Duration::seconds(60),
+        Duration::seconds(119),
+    ] {
+        assert!(
+            store
+                .claim_jobs("b", now + later, lease(), 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "leased to a for {later} more"
+        );
+    }
+    // a never finished (it died, say): once the lease has run out, b takes the job over.
+    let again = claim_one(&store, "b", now + Duration::seconds(121)).await;
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.attempts, 2);
+    // b's lease counts from its own claim.
+    assert!(store
+        .claim_jobs("c", now + Duration::seconds(200), lease(), 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // a lost the lease: it can neither finish nor reschedule the job.
+    assert!(!store.finish_job(first.id, "a").await.unwrap());
+    assert!(!store.retry_job(first.id, "a", now, "late").await.unwrap());
+    let jobs = pending(&store).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].attempts, 2);
+    assert_eq!(jobs[0].last_error, None);
+
+    assert!(store.finish_job(first.id, "b").await.unwrap());
+    assert!(pending(&store).await.is_empty());
+    assert!(
+        !store.finish_job(first.id, "b").await.unwrap(),
+        "already gone"
+    );
+    assert!(store
+        .claim_jobs("c", now + Duration::days(1), lease(), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn retry_releases_a_job_until_run_after_and_keeps_its_error(store: DynStore) {
+    let id = vm("s1", "rg", "vm1");
+    store
+        .put_policy(put(&id, &[22], "e1", Precondition::None))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let job = claim_one(&store, "a", now).await;
+
+    // Only the lease holder may reschedule or finish the job.
+    assert!(!store.retry_job(job.id, "b", now, "not mine").await.unwrap());
+    assert!(!store.finish_job(job.id, "b").await.unwrap());
+    assert!(!store
+        .retry_job(job.id + 1000, "a", now, "no such job")
+        .await
+        .unwrap());
+    let untouched = pending(&store).await;
+    assert_eq!(untouched.len(), 1);
+    assert_eq!(untouched[0].last_error, None);
+    assert_eq!(untouched[0].attempts, 1);
+    assert!(
+        store
+            .claim_jobs("b", now, lease(), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "still leased to a"
+    );
+
+    let run_after = now + Duration::seconds(30);
+    assert!(store
+        .retry_job(job.id, "a", run_after, "ARM throttled (429)")
+        .await
+        .unwrap());
+    let waiting = pending(&store).await;
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(
+        waiting[0].last_error.as_deref(),
+        Some("ARM throttled (429)")
+    );
+    assert_eq!(waiting[0].attempts, 1);
+
+    // Released, but not due before run_after.
+    for at in [now, now + Duration::seconds(29)] {
+        assert!(store
+            .claim_jobs("b", at, lease(), 10)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+    let again = claim_one(&store, "b", now + Duration::seconds(31)).await;
+    assert_eq!(again.id, job.id);
+    assert_eq!(again.attempts, 2);
+    assert_eq!(again.last_error.as_deref(), Some("ARM throttled (429)"));
+
+    // a no longer holds the job.
+    assert!(!store.retry_job(job.id, "a", now, "late").await.unwrap());
+    assert_eq!(
+        pending(&store).await[0].last_error.as_deref(),
+        Some("ARM throttled (429)")
+    );
+    // A second failure replaces the reason.
+    assert!(store
+        .retry_job(job.id, "b", now + Duration::seconds(60), "ARM unavailable")
+        .await
+        .unwrap());
+    let third = claim_one(&store, "c", now + Duration::seconds(61)).await;
+    assert_eq!(third.attempts, 3);
+    assert_eq!(third.last_error.as_deref(), Some("ARM unavailable"));
+    assert!(store.finish_job(job.id, "c").await.unwrap());
+    assert!(pending(&store).await.is_empty());
+}
+
+async fn claims_honour_the_limit_and_take_the_oldest_due_jobs_first(store: DynStore) {
+    let base = Utc::now() - Duration::hours(1);
+    let names = ["vm1", "vm2", "vm3", "vm4", "vm5"];
+    for (i, name) in names.iter().enumerate() {
+        let mut p = put(&vm("s1", "rg", name), &[22], name, Precondition::None);
+        p.now = base + Duration::minutes(i as i64);
+        store.put_policy(p).await.unwrap();
+    }
+    let key = |name: &str| vm("s1", "rg", name).key().to_string();
+    let keys = |names: &[&str]| names.iter().map(|n| key(n)).collect::<BTreeSet<_>>();
+    let now = Utc::now();
+
+    assert!(
+        store
+            .claim_jobs("a", now, lease(), 0)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a limit of 0 claims nothing"
+    );
+    let batch = store.claim_jobs("a", now, lease(), 2).await.unwrap();
+    assert_eq!(subjects(&batch), keys(&["vm1", "vm2"]));
+    let batch = store.claim_jobs("a", now, lease(), 2).await.unwrap();
+    assert_eq!(subjects(&batch), keys(&["vm3", "vm4"]));
+    let batch = store.claim_jobs("a", now, lease(), 2).await.unwrap();
+    assert_eq!(subjects(&batch), keys(&["vm5"]));
+    assert!(store
+        .claim_jobs("a", now, lease(), 2)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Rescheduled jobs run in the order they are due, not in the order they were queued.
+    let jobs = pending(&store).await;
+    assert!(jobs.iter().all(|j| j.attempts == 1));
+    for (i, job) in jobs.iter().enumerate() {
+        // vm5 is due first, vm1 last.
+        let at = now + Duration::seconds(10 - i as i64);
+        assert!(store.retry_job(job.id, "a", at, "later").await.unwrap());
+    }
+    let later = now + Duration::minutes(1);
+    let batch = store.claim_jobs("b", later, lease(), 2).await.unwrap();
+    assert_eq!(subjects(&batch), keys(&["vm5", "vm4"]));
+    let batch = store.claim_jobs("b", later, lease(), 1).await.unwrap();
+    assert_eq!(subjects(&batch), keys(&["vm3"]));
+    let batch = store.claim_jobs("b", later, lease(), 10).await.unwrap();
+    assert_eq!(subjects(&batch), keys(&["vm1", "vm2"]));
+    // A batch comes in id order.
+    assert!(batch.windows(2).all(|w| w[0].id < w[1].id));
+}
+
+async fn concurrent_claimers_take_every_job_exactly_once(store: DynStore) {
+    const JOBS: usize = 40;
+    for i in 0..JOBS {
+        store
+            .put_policy(put(
+                &vm("s1", "rg", &format!("vm{i:02}")),
+                &[22],
+                &format!("e{i}"),
+                Precondition::None,
+            ))
+            .await
+            .unwrap();
+    }
+    let queued: BTreeSet<i64> = pending(&store).await.iter().map(|j| j.id).collect();
+    assert_eq!(queued.len(), JOBS);
+
+    let now = Utc::now();
+    let claimers: Vec<_> = (0..4)
+        .map(|c| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let owner = format!("claimer-{c}");
+                let mut mine = vec![];
+                loop {
+                    let batch = store.claim_jobs(&owner, now, lease(), 5).await.unwrap();
+                    if batch.is_empty() {
+                        break;
+                    }
+                    assert!(batch.len() <= 5, "{owner} got {} jobs", batch.len());
+                    mine.extend(batch);
+                }
+                (owner, mine)
+            })
+        })
+        .collect();
+    let mut owner_of: BTreeMap<i64, String> = BTreeMap::new();
+    for claimer in claimers {
+        let (owner, jobs) = claimer.await.unwrap();
+        for job in jobs {
+            assert_eq!(job.attempts, 1, "job {} claimed twice", job.id);
+            if let Some(other) = owner_of.insert(job.id, owner.clone()) {
+                panic!("job {} claimed by both {other} and {owner}", job.id);
+            }
+        }
+    }
+    assert_eq!(
+        owner_of.keys().copied().collect::<BTreeSet<_>>(),
+        queued,
+        "every job is claimed"
+    );
+    assert!(pending(&store).await.iter().all(|j| j.attempts == 1));
+    for (id, owner) in &owner_of {
+        assert!(store.finish_job(*id, owner).await.unwrap());
+    }
+    assert!(pending(&store).await.is_empty());
+}
+
+async fn a_write_racing_a_claim_is_never_left_unenforced(store: DynStore) {
+    // A write coalesced into a waiting job relies on that job reading the policy after the
+    // write commits. A claim committing in between must make the write queue a job of its
+    // own instead. Each round races one write against one claim, the claim starting a
+    // few round trips later each time to sweep the write's transaction.
+    for round in 0..48u32 {
+        let id = vm("s1", "rg", &format!("race{round}"));
+        store
+            .put_policy(put(&id, &[22], "old", Precondition::None))
+            .await
+            .unwrap();
+        let owner = format!("d{round}");
+        let claimer = {
+            let (store, id, owner) = (store.clone(), id.clone(), owner.clone());
+            tokio::spawn(async move {
+                for _ in 0..round % 12 {
+                    store.ping().await.unwrap();
+                }
+                let claimed = store
+                    .claim_jobs(&owner, Utc::now(), lease(), 10)
+                    .await
+                    .unwrap();
+                // What a dispatcher does next: read the policy it is to enforce.
+                let seen = store.get_policy(&id).await.unwrap().map(|p| p.etag);
+                (claimed, seen)
+            })
+        };
+        let writer = {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::spawn(async move {
+                store
+                    .put_policy(put(&id, &[3389], "new", Precondition::None))
+                    .await
+                    .unwrap()
+            })
+        };
+        let (claimed, seen) = claimer.await.unwrap();
+        writer.await.unwrap();
+        let ran_it = !claimed.is_empty();
+        let waiting = pending(&store)
+            .await
+            .iter()
+            .filter(|j| j.subject == id.key() && claimed.iter().all(|c| c.id != j.id))
+            .count();
+        assert!(
+            !ran_it || seen.as_deref() == Some("\"new\"") || waiting == 1,
+            "round {round}: the claimed job read {seen:?} and no job waits for the write of \"new\""
+        );
+        // Drain, so the next round starts with an empty queue.
+        for job in &claimed {
+            assert!(store.finish_job(job.id, &owner).await.unwrap());
+        }
+        let later = Utc::now() + Duration::seconds(1);
+        for job in store.claim_jobs("drain", later, lease(), 10).await.unwrap() {
+            assert!(store.finish_job(job.id, "drain").await.unwrap());
+        }
+        assert!(pending(&store).await.is_empty());
+    }
+}
+
+async fn record_enforcement_applies_only_to_the_etag_it_enforced(store: DynStore) {
+    let id = vm("s1", "rg", "vm1");
+    store
+        .put_policy(put(&id, &[22], "e1", Precondition::None))
+        .await
+        .unwrap();
+    let applied = Enforcement {
+        state: EnforcementState::Applied,
+        detail: "deny rules in place".into(),
+        network_security_groups: vec![
+            "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/nsg1"
+                .into(),
+        ],
+        firewalls: vec!["fw1".into()],
+    };
+    let event = |etag: &str| NewAuditEvent {
+        event_type: "policy.enforced",
+        actor: Principal {
+            id: "jitgate".into(),
+            name: "jitgate".into(),
+        },
+        resource_id: id.as_str().to_string(),
+        request_id: None,
+        data: json!({ "etag": etag }),
+    };
+    let before = all_events(&store).await.len();
+    assert!(store
+        .record_enforcement(&id, "\"e1\"", &applied, event("\"e1\""), Utc::now())
+        .await
+        .unwrap());
+    let read = store.get_policy(&id).await.unwrap().unwrap();
+    assert_eq!(read.enforcement, applied);
+    assert_eq!(
+        read.etag, "\"e1\"",
+        "recording enforcement is no policy change"
+    );
+    let events = all_events(&store).await;
+    assert_eq!(events.len(), before + 1);
+    let last = events.last().unwrap();
+    assert_eq!(last.event_type, "policy.enforced");
+    assert_eq!(last.resource_id, id.as_str());
+    assert_eq!(last.data["etag"], "\"e1\"");
+
+    // A newer version is written while the job for e1 runs: e1's result must not land on it.
+    store
+        .put_policy(put(&id, &[3389], "e2", Precondition::None))
+        .await
+        .unwrap();
+    let events_before = all_events(&store).await.len();
+    let failed = Enforcement {
+        state: EnforcementState::Failed,
+        detail: "stale".into(),
+        network_security_groups: vec![],
+        firewalls: vec![],
+    };
+    assert!(!store
+        .record_enforcement(&id, "\"e1\"", &failed, event("\"e1\""), Utc::now())
+        .await
+        .unwrap());
+    let read = store.get_policy(&id).await.unwrap().unwrap();
+    assert_eq!(read.etag, "\"e2\"");
+    assert_eq!(read.enforcement.state, EnforcementState::Pending);
+    assert_eq!(
+        all_events(&store).await.len(),
+        events_before,
+        "no event for a stale etag"
+    );
+
+    // No policy at all: nothing recorded either.
+    assert!(!store
+        .record_enforcement(
+            &vm("s1", "rg", "absent"),
+            "\"e1\"",
+            &failed,
+            event("\"e1\""),
+            Utc::now()
+        )
+        .await
+        .unwrap());
+    assert_eq!(all_events(&store).await.len(), events_before);
+
+    // The current etag still records.
+    assert!(store
+        .record_enforcement(&id, "\"e2\"", &applied, event("\"e2\""), Utc::now())
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get_policy(&id).await.unwrap().unwrap().enforcement,
+        applied
+    );
+    let events = all_events(&store).await;
+    assert_eq!(events.len(), events_before + 1);
+    assert_chain_ok(&events);
+}
+
+async fn append_event_appends_a_chained_event(store: DynStore) {
+    let id = vm("s1", "rg", "vm1");
+    store
+        .put_policy(put(&id, &[22], "e1", Precondition::None))
+        .await
+        .unwrap();
+    let head = all_events(&store).await.pop().unwrap();
+    let now = Utc::now();
+    let appended = store
+        .append_event(
+            NewAuditEvent {
+                event_type: "nsg.ruleWritten",
+                actor: Principal {
+                    id: "jitgate".into(),
+                    name: "jitgate".into(),
+                },
+                resource_id: id.as_str().to_string(),
+                request_id: Some("req-1".into()),
+                data: json!({ "rule": "jitgate-deny-vm1", "ports": [22] }),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(appended.seq, head.seq + 1);
+    assert_eq!(appended.prev_hash, head.hash);
+    assert_eq!(appended.at, chrono::SubsecRound::trunc_subsecs(now, 6));
+    let events = all_events(&store).await;
+    assert_eq!(events.last().unwrap(), &appended, "stored as returned");
+    assert_eq!(appended.request_id.as_deref(), Some("req-1"));
+    assert_eq!(appended.data["ports"][0], 22);
+    // It stands alone: no job is queued for it beyond the policy write's.
+    assert_eq!(pending(&store).await.len(), 1);
+
+    // The chain continues after it.
+    store
+        .put_policy(put(&id, &[3389], "e2", Precondition::None))
+        .await
+        .unwrap();
+    let events = all_events(&store).await;
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[2].prev_hash, appended.hash);
+    assert_chain_ok(&events);
 }

@@ -689,16 +689,31 @@ macro_rules! impl_sql_store {
         impl $store {
             /// Queues "make the VM's deny rules match its policy", unless such a job is already
             /// waiting unclaimed (it will read the policy as it is when it runs).
+            ///
+            /// The waiting job is locked, not merely seen: otherwise (on PostgreSQL) a claim
+            /// committing while this transaction is open takes the job, which then reads the
+            /// policy before this change commits, and the change is never enforced. Locked, the
+            /// job is skipped by claims until we commit; and if a claim holds it, we wait, find
+            /// it claimed, and queue a job of our own.
             async fn enqueue_enforcement(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 vm: &$crate::domain::VmId,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<(), $crate::store::StoreError> {
                 use $crate::store::JOB_ENFORCE_POLICY;
-                sqlx::query(
-                    "INSERT INTO jobs (kind, subject, payload, run_after, created_at) SELECT $1, $2, $3, $4, $4 \
-                     WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE kind = $1 AND subject = $2 AND lease_owner IS NULL)",
+                let waiting = sqlx::query(
+                    "UPDATE jobs SET run_after = run_after WHERE kind = $1 AND subject = $2 AND lease_owner IS NULL",
                 )
+                .bind(JOB_ENFORCE_POLICY)
+                .bind(vm.key())
+                .execute(&mut **tx)
+                .await
+                .map_err($crate::store::StoreError::from_sqlx)?
+                .rows_affected();
+                if waiting > 0 {
+                    return Ok(());
+                }
+                sqlx::query("INSERT INTO jobs (kind, subject, payload, run_after, created_at) VALUES ($1, $2, $3, $4, $4)")
                 .bind(JOB_ENFORCE_POLICY)
                 .bind(vm.key())
                 .bind(serde_json::json!({ "vmId": vm.as_str() }).to_string())
