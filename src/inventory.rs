@@ -3,7 +3,7 @@
 //! `GET /v1/vms` answers from the database and pages like every other list.
 
 use crate::arm::client::{api_version, ArmClient, ArmError};
-use crate::arm::discovery::{self, Lookups};
+use crate::arm::discovery::{self, FirewallView, Lookups};
 use crate::arm::evaluate::{self, NetworkContext};
 use crate::arm::model::NetworkSecurityGroup;
 use crate::domain::vm::MANAGEMENT_PORTS;
@@ -52,13 +52,15 @@ impl Inventory {
             let mut complete = true;
             for vm in vms {
                 match discovery::network_of(&self.client, &vm, &mut lookups).await {
-                    Ok(network) => match self.record_with(&network, &mut nsgs).await {
-                        Ok(()) => report.vms += 1,
-                        Err(e) => {
-                            complete = false;
-                            report.failures.push(format!("{}: {e}", vm.id));
+                    Ok(network) => {
+                        match self.record_with(&network, &mut nsgs, &mut lookups).await {
+                            Ok(()) => report.vms += 1,
+                            Err(e) => {
+                                complete = false;
+                                report.failures.push(format!("{}: {e}", vm.id));
+                            }
                         }
-                    },
+                    }
                     Err(e) => {
                         complete = false;
                         report.failures.push(format!("{}: {e}", vm.id));
@@ -79,10 +81,16 @@ impl Inventory {
 
     /// Records a VM whose network was just read (after an enforcement, say).
     pub async fn record(&self, network: &VmNetwork) -> Result<(), ArmError> {
-        self.record_with(network, &mut NsgCache::default()).await
+        self.record_with(network, &mut NsgCache::default(), &mut Lookups::default())
+            .await
     }
 
-    async fn record_with(&self, network: &VmNetwork, nsgs: &mut NsgCache) -> Result<(), ArmError> {
+    async fn record_with(
+        &self,
+        network: &VmNetwork,
+        nsgs: &mut NsgCache,
+        lookups: &mut Lookups,
+    ) -> Result<(), ArmError> {
         let Ok(vm) = VmId::parse(&network.vm_id) else {
             // ARM ids of VMs always parse; if one does not, it is not a VM we can protect.
             return Ok(());
@@ -91,9 +99,15 @@ impl Inventory {
         for attachment in &network.network_security_groups {
             guards.push(nsgs.get(&self.client, &attachment.id).await?);
         }
+        let ctx = NetworkContext::default();
+        let mut found = exposures(network, &guards, &ctx);
+        if !network.firewalls.is_empty() {
+            let views = lookups.firewalls(&self.client, vm.subscription()).await?;
+            found.extend(firewall_exposures(network, views, &ctx));
+        }
         let record = InventoryVm {
             vm,
-            exposures: exposures(network, &guards, &NetworkContext::default()),
+            exposures: found,
             network: network.clone(),
             refreshed_at: Utc::now(),
         };
@@ -191,6 +205,46 @@ pub fn exposures(
                         reasons.push(reason);
                     }
                 }
+            }
+        }
+    }
+    reasons
+}
+
+/// Each DNAT rule of a firewall that forwards a management port of the VM from the Internet.
+pub fn firewall_exposures(
+    network: &VmNetwork,
+    firewalls: &[FirewallView],
+    ctx: &NetworkContext,
+) -> Vec<String> {
+    let mut reasons = Vec::new();
+    for view in firewalls {
+        for (group, collection, rule) in view.nat_rules_into(&network.private_ip_addresses) {
+            let Some(port) = rule
+                .translated_port
+                .as_deref()
+                .and_then(|p| p.trim().parse::<u16>().ok())
+            else {
+                continue;
+            };
+            let from_internet = rule.source_addresses.is_empty()
+                || rule
+                    .source_addresses
+                    .iter()
+                    .any(|s| evaluate::prefix_reaches_internet(s, ctx));
+            if MANAGEMENT_PORTS.contains(&port) && from_internet {
+                reasons.push(format!(
+                    "Firewall {} forwards {} from {} to {port} (rule {} in {}/{collection})",
+                    view.firewall.name,
+                    rule.destination_ports.join(","),
+                    if rule.source_addresses.is_empty() {
+                        "*".to_string()
+                    } else {
+                        rule.source_addresses.join(", ")
+                    },
+                    rule.name,
+                    group.name
+                ));
             }
         }
     }

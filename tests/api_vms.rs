@@ -59,6 +59,7 @@ async fn the_demo_vms_cover_every_assessment_with_reasons() {
             ("vm-app", "healthy"),
             ("vm-bare", "notApplicable"),
             ("vm-rdp", "unhealthy"),
+            ("vm-spoke", "unhealthy"),
             ("vm-web-1", "unhealthy"),
             ("vm-web-2", "unhealthy"),
         ])
@@ -71,6 +72,17 @@ async fn the_demo_vms_cover_every_assessment_with_reasons() {
         vms["vm-rdp"]["reasons"][0],
         "NSG nsg-rdp allows 3389 from * (rule allow-rdp, priority 200)"
     );
+    // Behind a firewall: its NSG admits only the firewall, but a DNAT rule forwards SSH.
+    assert_eq!(vms["vm-spoke"]["reasons"][0], "Firewall fw-hub forwards 50022 from * to 22 (rule dnat-ssh-vm-spoke in rcg-dnat/dnat-inbound)");
+    assert_eq!(
+        vms["vm-spoke"]["reasons"].as_array().unwrap().len(),
+        2,
+        "the firewall path and the advice, nothing from its NSG"
+    );
+    assert!(vms["vm-spoke"]["firewalls"][0]
+        .as_str()
+        .unwrap()
+        .ends_with("/azureFirewalls/fw-hub"));
     let web = &vms["vm-web-1"];
     assert_eq!(web["id"], seed::vm_id(SUB, RG, "vm-web-1"));
     assert_eq!(web["privateIpAddresses"], json!(["10.10.1.4"]));
@@ -85,7 +97,7 @@ async fn the_demo_vms_cover_every_assessment_with_reasons() {
     let names = |v: Value| by_name(&v).into_keys().collect::<Vec<_>>();
     assert_eq!(
         names(app.get_json("/v1/vms?assessment=unhealthy", &auditor).await),
-        ["vm-rdp", "vm-web-1", "vm-web-2"]
+        ["vm-rdp", "vm-spoke", "vm-web-1", "vm-web-2"]
     );
     assert_eq!(
         names(
@@ -119,7 +131,7 @@ async fn the_demo_vms_cover_every_assessment_with_reasons() {
             &auditor,
         )
         .await;
-    assert_eq!(next["items"].as_array().unwrap().len(), 3);
+    assert_eq!(next["items"].as_array().unwrap().len(), 4);
 }
 
 #[tokio::test]
@@ -271,7 +283,7 @@ async fn a_vm_deleted_in_azure_leaves_the_inventory_at_the_next_refresh() {
         .resources
         .remove(&seed::vm_id(SUB, RG, "vm-app").to_ascii_lowercase());
     let report = app.inventory.as_ref().unwrap().refresh_all().await.unwrap();
-    assert_eq!((report.vms, report.forgotten), (4, 1));
+    assert_eq!((report.vms, report.forgotten), (5, 1));
     let gone = problem(
         app.request(Method::GET, &vm_url("vm-app"), &admin)
             .send()

@@ -79,7 +79,7 @@ async fn lists_follow_next_link_and_every_call_names_itself() {
     names.sort();
     assert_eq!(
         names,
-        ["vm-app", "vm-bare", "vm-rdp", "vm-web-1", "vm-web-2"]
+        ["vm-app", "vm-bare", "vm-rdp", "vm-spoke", "vm-web-1", "vm-web-2"]
     );
     let log = sim.world().log.clone();
     assert_eq!(log.len(), 3, "three pages of two");
@@ -116,6 +116,13 @@ async fn discovery_finds_nics_subnets_nsgs_and_addresses() {
         .await
         .unwrap();
     assert!(bare.network_security_groups.is_empty());
+    assert!(bare.firewalls.is_empty() && web.firewalls.is_empty());
+    // A firewall fronts a VM when one of its DNAT rules forwards to the VM's address.
+    let spoke = discovery::discover_vm(&client, &seed::vm_id(SUB, RG, "vm-spoke"))
+        .await
+        .unwrap();
+    assert_eq!(spoke.firewalls.len(), 1);
+    assert!(spoke.firewalls[0].ends_with("/azureFirewalls/fw-hub"));
     let missing = discovery::discover_vm(&client, &seed::vm_id(SUB, RG, "vm-nope"))
         .await
         .unwrap_err();
@@ -499,4 +506,69 @@ async fn properties_jitgate_does_not_model_survive_its_writes() {
     let nsg = sim.nsg(&web_subnet_nsg()).unwrap();
     assert_eq!(nsg.extra["tags"]["owner"], "netops");
     assert_eq!(nsg.properties.extra["flushConnection"], true);
+}
+
+#[tokio::test]
+async fn standing_dnat_rules_are_removed_through_the_same_write_path() {
+    use jitgate::arm::firewall_writer::{FirewallWriter, NatChange};
+    let (sim, client) = demo().await;
+    let internet = ip(INTERNET);
+    assert_eq!(
+        sim.forwards("20.50.0.100", 50022, internet),
+        Some(("10.10.4.4".into(), 22))
+    );
+    let group = format!("{}/providers/Microsoft.Network/firewallPolicies/fw-hub-policy/ruleCollectionGroups/rcg-dnat", seed::rg_id(SUB, RG));
+    // The firewall policy is busy once, and the first write meets a stale ETag.
+    script(
+        &sim,
+        vec![
+            (
+                FaultMatch::puts(),
+                Fault::Error(SimError::another_operation("fw-hub-policy")),
+            ),
+            (
+                FaultMatch::puts(),
+                Fault::Error(SimError::new(412, "PreconditionFailed", "stale")),
+            ),
+        ],
+    );
+    let writer = FirewallWriter::new(client);
+    let removed = writer
+        .apply(
+            &group,
+            NatChange::RemoveStanding {
+                ports: vec![22, 3389],
+                destinations: vec![ip("10.10.4.4")],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        removed,
+        ["dnat-inbound/dnat-ssh-vm-spoke (forwarded 50022 to 10.10.4.4:22)"]
+    );
+    assert_eq!(sim.forwards("20.50.0.100", 50022, internet), None);
+    let puts: Vec<u16> = sim
+        .world()
+        .log
+        .iter()
+        .filter(|r| r.method == "PUT")
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(puts, [409, 412, 200]);
+    // Nothing left to remove: no write.
+    writer
+        .apply(
+            &group,
+            NatChange::RemoveStanding {
+                ports: vec![22],
+                destinations: vec![ip("10.10.4.4")],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        sim.world().log.iter().filter(|r| r.method == "PUT").count(),
+        3
+    );
 }

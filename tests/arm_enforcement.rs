@@ -238,3 +238,39 @@ async fn work_queued_before_a_restart_is_carried_out_after_it() {
     assert!(!open_from_internet(&sim, "vm-rdp", 3389));
     drop(first);
 }
+
+#[tokio::test]
+async fn enabling_a_policy_behind_a_firewall_removes_the_standing_dnat_rule() {
+    let sim = Sim::seeded().with_token(SIM_TOKEN);
+    let app = TestApp::spawn_with_arm(sim.clone()).await;
+    let admin = app.admin();
+    let internet = "203.0.113.7".parse().unwrap();
+    assert_eq!(
+        sim.forwards("20.50.0.100", 50022, internet),
+        Some(("10.10.4.4".into(), 22))
+    );
+    assert_eq!(
+        put(
+            &app,
+            &admin,
+            "vm-spoke",
+            json!({ "ports": [{ "number": 22 }] })
+        )
+        .await,
+        201
+    );
+    let policy = settled(&app, &admin, "vm-spoke").await;
+    assert_eq!(policy["enforcement"]["state"], "applied", "{policy}");
+    let detail = policy["enforcement"]["detail"].as_str().unwrap();
+    assert!(detail.contains("standing DNAT rules removed: dnat-inbound/dnat-ssh-vm-spoke (forwarded 50022 to 10.10.4.4:22)"), "{detail}");
+    assert!(policy["enforcement"]["firewalls"][0]
+        .as_str()
+        .unwrap()
+        .ends_with("/azureFirewalls/fw-hub"));
+    assert_eq!(
+        sim.forwards("20.50.0.100", 50022, internet),
+        None,
+        "no way in through the firewall"
+    );
+    assert!(!open_from_internet(&sim, "vm-spoke", 22));
+}

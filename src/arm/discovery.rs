@@ -2,14 +2,95 @@
 //! IPs, subnets (-> the subnet's NSG) and public IPs.
 
 use super::client::{api_version, ArmClient, ArmError};
-use super::model::{NetworkInterface, PublicIpAddress, Subnet, VirtualMachine};
+use super::model::{
+    AzureFirewall, FirewallRule, NetworkInterface, PublicIpAddress, RuleCollectionGroup, Subnet,
+    VirtualMachine,
+};
 pub use crate::domain::vm::{Attachment, NsgAttachment, VmNetwork};
 use std::collections::HashMap;
+use std::net::IpAddr;
 
-/// Reads resources once per discovery run: VMs of one subnet share its GET.
+/// Reads resources once per discovery run: VMs of one subnet share its GET, VMs of one
+/// subscription its firewalls.
 #[derive(Default)]
 pub struct Lookups {
     subnets: HashMap<String, Subnet>,
+    firewalls: HashMap<String, Vec<FirewallView>>,
+}
+
+/// An Azure Firewall with the rule collection groups of its policy.
+#[derive(Debug, Clone)]
+pub struct FirewallView {
+    pub firewall: AzureFirewall,
+    pub groups: Vec<RuleCollectionGroup>,
+}
+
+impl FirewallView {
+    /// The NAT rules that forward traffic to one of `ips`, with the group and collection
+    /// they are in.
+    pub fn nat_rules_into<'a>(
+        &'a self,
+        ips: &'a [IpAddr],
+    ) -> impl Iterator<Item = (&'a RuleCollectionGroup, &'a str, &'a FirewallRule)> + 'a {
+        self.groups.iter().flat_map(move |group| {
+            group
+                .properties
+                .rule_collections
+                .iter()
+                .filter(|c| c.is_nat())
+                .flat_map(move |collection| {
+                    collection
+                        .rules
+                        .iter()
+                        .filter(move |rule| {
+                            rule.translated_address
+                                .as_deref()
+                                .and_then(|a| a.parse::<IpAddr>().ok())
+                                .is_some_and(|a| ips.contains(&a))
+                        })
+                        .map(move |rule| (group, collection.name.as_str(), rule))
+                })
+        })
+    }
+}
+
+impl Lookups {
+    /// The firewalls of a subscription, each with its policy's rule collection groups.
+    pub async fn firewalls(
+        &mut self,
+        client: &ArmClient,
+        subscription: &str,
+    ) -> Result<&[FirewallView], ArmError> {
+        let key = subscription.to_ascii_lowercase();
+        if !self.firewalls.contains_key(&key) {
+            let path =
+                format!("/subscriptions/{subscription}/providers/Microsoft.Network/azureFirewalls");
+            let mut views = Vec::new();
+            for firewall in client
+                .list::<AzureFirewall>(&path, api_version::NETWORK)
+                .await?
+            {
+                let groups = match &firewall.properties.firewall_policy {
+                    Some(policy) => {
+                        client
+                            .list(
+                                &format!("{}/ruleCollectionGroups", policy.id),
+                                api_version::NETWORK,
+                            )
+                            .await?
+                    }
+                    None => vec![],
+                };
+                views.push(FirewallView { firewall, groups });
+            }
+            self.firewalls.insert(key.clone(), views);
+        }
+        Ok(self
+            .firewalls
+            .get(&key)
+            .map(Vec::as_slice)
+            .unwrap_or_default())
+    }
 }
 
 /// The VMs of a subscription, every page.
@@ -27,8 +108,17 @@ pub async fn list_vms(
 
 /// Discovers one VM by id.
 pub async fn discover_vm(client: &ArmClient, vm_id: &str) -> Result<VmNetwork, ArmError> {
+    discover_vm_with(client, vm_id, &mut Lookups::default()).await
+}
+
+/// Discovers one VM by id, keeping what it read in `lookups`.
+pub async fn discover_vm_with(
+    client: &ArmClient,
+    vm_id: &str,
+    lookups: &mut Lookups,
+) -> Result<VmNetwork, ArmError> {
     let vm: VirtualMachine = client.get(vm_id, api_version::COMPUTE).await?;
-    network_of(client, &vm, &mut Lookups::default()).await
+    network_of(client, &vm, lookups).await
 }
 
 /// The network of a VM already read.
@@ -95,7 +185,26 @@ pub async fn network_of(
     for nsg in nic_nsgs {
         push_unique(&mut network.network_security_groups, nsg);
     }
+    // A firewall fronts the VM when one of its DNAT rules forwards to the VM's address.
+    if let Some(subscription) = subscription_of(&vm.id) {
+        for view in lookups.firewalls(client, subscription).await? {
+            if view
+                .nat_rules_into(&network.private_ip_addresses)
+                .next()
+                .is_some()
+            {
+                network.firewalls.push(view.firewall.id.clone());
+            }
+        }
+    }
     Ok(network)
+}
+
+fn subscription_of(id: &str) -> Option<&str> {
+    let mut segments = id.split('/');
+    (segments.nth(1)?.eq_ignore_ascii_case("subscriptions"))
+        .then(|| segments.next())
+        .flatten()
 }
 
 fn push_unique(list: &mut Vec<NsgAttachment>, item: NsgAttachment) {

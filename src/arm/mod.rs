@@ -5,6 +5,7 @@ pub mod client;
 pub mod credential;
 pub mod discovery;
 pub mod evaluate;
+pub mod firewall_writer;
 pub mod model;
 pub mod nsg_writer;
 pub mod sim;

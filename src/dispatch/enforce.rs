@@ -4,7 +4,8 @@
 
 use super::{JobOutcome, MAX_ATTEMPTS};
 use crate::arm::client::ArmClient;
-use crate::arm::discovery::{self, VmNetwork};
+use crate::arm::discovery::{self, Lookups, VmNetwork};
+use crate::arm::firewall_writer::{self, FirewallWriter, NatChange};
 use crate::arm::nsg_writer::{NsgWriter, RuleChange, RuleOutcome, WriteError, RULE_PREFIX};
 use crate::audit::NewAuditEvent;
 use crate::domain::{Principal, VmId};
@@ -18,6 +19,7 @@ pub struct Enforcer {
     store: DynStore,
     client: ArmClient,
     writer: NsgWriter,
+    firewall_writer: FirewallWriter,
     inventory: Inventory,
 }
 
@@ -55,6 +57,7 @@ impl Enforcer {
         inventory: Inventory,
     ) -> Enforcer {
         Enforcer {
+            firewall_writer: FirewallWriter::new(client.clone()),
             store,
             client,
             writer,
@@ -98,67 +101,117 @@ impl Enforcer {
         }
     }
 
-    /// Applies or removes the VM's deny rules. `Ok` carries the final state to record
-    /// (applied, or failed for a reason retrying cannot mend); `Err` a transient reason.
+    /// Applies or removes the VM's deny rules (and, on its firewalls, the standing DNAT
+    /// rules into its protected ports). `Ok` carries the final state to record (applied, or
+    /// failed for a reason retrying cannot mend); `Err` a transient reason.
     async fn enforce(
         &self,
         vm: &VmId,
         policy: Option<&StoredPolicy>,
     ) -> Result<Enforcement, String> {
-        let network = match discovery::discover_vm(&self.client, vm.as_str()).await {
-            Ok(n) => n,
-            Err(e) if e.is_transient() => return Err(format!("reading the VM's network: {e}")),
-            Err(e) if e.is_not_found() && policy.is_none() => return Ok(removed(vec![])),
-            Err(e) => {
-                return Ok(failed(
-                    format!("reading the VM's network from ARM failed: {e}"),
-                    vec![],
-                ))
-            }
-        };
+        let mut lookups = Lookups::default();
+        let network =
+            match discovery::discover_vm_with(&self.client, vm.as_str(), &mut lookups).await {
+                Ok(n) => n,
+                Err(e) if e.is_transient() => return Err(format!("reading the VM's network: {e}")),
+                Err(e) if e.is_not_found() && policy.is_none() => {
+                    return Ok(Enforcement::removed(vec![], vec![]))
+                }
+                Err(e) => {
+                    return Ok(Enforcement::failed(
+                        format!("reading the VM's network from ARM failed: {e}"),
+                        vec![],
+                        vec![],
+                    ))
+                }
+            };
         let nsgs: Vec<String> = network
             .network_security_groups
             .iter()
             .map(|n| n.id.clone())
             .collect();
+        let firewalls = network.firewalls.clone();
         let name = deny_rule_name(vm);
-        let change = match policy {
+        let mut placed = Vec::new();
+        let mut dnat_removed = Vec::new();
+        let mut problems = Vec::new();
+        match policy {
             Some(p) => {
-                if nsgs.is_empty() {
-                    return Ok(failed(
-                        "the VM has no network security group on its NIC or subnet, so nothing can deny access: attach one, then write the policy again".into(),
+                if !network.is_guarded() {
+                    return Ok(Enforcement::failed(
+                        "the VM has no network security group on its NIC or subnet and no firewall in front of it, so nothing can deny access: attach an NSG, then write the policy again".into(),
                         nsgs,
+                        firewalls,
                     ));
                 }
                 if network.private_ip_addresses.is_empty() {
-                    return Ok(failed(
+                    return Ok(Enforcement::failed(
                         "the VM has no private IP address to write deny rules for".into(),
                         nsgs,
+                        firewalls,
                     ));
                 }
-                RuleChange::Deny {
+                let ports: Vec<u16> = p
+                    .policy
+                    .ports
+                    .iter()
+                    .map(|port| port.number.get())
+                    .collect();
+                let deny = RuleChange::Deny {
                     name: name.clone(),
-                    ports: p.policy.ports.iter().map(|port| port.number.get()).collect(),
+                    ports: ports.clone(),
                     destinations: network.private_ip_addresses.clone(),
                     description: format!("jitgate JIT policy for {}: management ports closed until access is granted", network.name),
+                };
+                // A VM has few NSGs (its subnet's and its NIC's): one after the other is
+                // fine, and the writer batches each NSG's changes with other VMs' anyway.
+                for nsg in &nsgs {
+                    match self.writer.apply(nsg, deny.clone()).await {
+                        Ok(outcome) => placed.push((nsg.clone(), outcome)),
+                        Err(e) => problems.push(classify(nsg, e)?),
+                    }
+                }
+                let subscription = vm.subscription().to_string();
+                let views = lookups
+                    .firewalls(&self.client, &subscription)
+                    .await
+                    .map_err(|e| format!("reading firewalls: {e}"))?;
+                let groups: Vec<String> = views
+                    .iter()
+                    .flat_map(|v| v.nat_rules_into(&network.private_ip_addresses))
+                    .filter(|(_, _, rule)| {
+                        firewall_writer::forwards_to(
+                            rule.translated_address.as_deref(),
+                            rule.translated_port.as_deref(),
+                            &ports,
+                            &network.private_ip_addresses,
+                        )
+                    })
+                    .map(|(group, _, _)| group.id.clone())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let standing = NatChange::RemoveStanding {
+                    ports,
+                    destinations: network.private_ip_addresses.clone(),
+                };
+                for group in &groups {
+                    match self.firewall_writer.apply(group, standing.clone()).await {
+                        Ok(removed) => dnat_removed.extend(removed),
+                        Err(e) => problems.push(classify(group, e)?),
+                    }
                 }
             }
-            None => RuleChange::Remove { name: name.clone() },
-        };
-        let mut placed = Vec::new();
-        let mut problems = Vec::new();
-        // A VM has few NSGs (its subnet's and its NIC's): one after the other is fine, and
-        // the writer batches each NSG's changes with other VMs' anyway.
-        for nsg in &nsgs {
-            match self.writer.apply(nsg, change.clone()).await {
-                Ok(outcome) => placed.push((nsg.clone(), outcome)),
-                Err(WriteError::Arm(e)) if e.is_transient() => {
-                    return Err(format!("writing {nsg}: {e}"))
+            None => {
+                for nsg in &nsgs {
+                    if let Err(e) = self
+                        .writer
+                        .apply(nsg, RuleChange::Remove { name: name.clone() })
+                        .await
+                    {
+                        problems.push(classify(nsg, e)?);
+                    }
                 }
-                Err(WriteError::TooManyConflicts(n)) => {
-                    return Err(format!("writing {nsg}: {n} conflicting writes in a row"))
-                }
-                Err(e) => problems.push(format!("{}: {e}", nsg_name(nsg))),
             }
         }
         // The VM's posture changed with its rules: show it in the inventory now, not at the
@@ -166,18 +219,17 @@ impl Enforcer {
         if let Err(e) = self.inventory.record(&network).await {
             tracing::warn!(error = %e, vm = %vm, "could not refresh the VM's inventory record");
         }
-        if policy.is_none() {
-            return Ok(removed(nsgs));
+        if !problems.is_empty() {
+            return Ok(Enforcement::failed(problems.join("; "), nsgs, firewalls));
         }
-        Ok(if problems.is_empty() {
-            Enforcement {
-                state: EnforcementState::Applied,
-                detail: applied_detail(&network, &placed),
-                network_security_groups: nsgs,
-                firewalls: vec![],
-            }
-        } else {
-            failed(problems.join("; "), nsgs)
+        if policy.is_none() {
+            return Ok(Enforcement::removed(nsgs, firewalls));
+        }
+        Ok(Enforcement {
+            state: EnforcementState::Applied,
+            detail: applied_detail(&network, &placed, &dnat_removed),
+            network_security_groups: nsgs,
+            firewalls,
         })
     }
 
@@ -222,26 +274,44 @@ fn nsg_name(id: &str) -> &str {
     id.rsplit('/').next().unwrap_or(id)
 }
 
-fn failed(detail: String, nsgs: Vec<String>) -> Enforcement {
-    Enforcement {
-        state: EnforcementState::Failed,
-        detail,
-        network_security_groups: nsgs,
-        firewalls: vec![],
+/// A write's failure: `Err` (retry the job) when transient, else the words for the detail.
+fn classify(resource: &str, e: WriteError) -> Result<String, String> {
+    match e {
+        WriteError::Arm(e) if e.is_transient() => Err(format!("writing {resource}: {e}")),
+        WriteError::TooManyConflicts(n) => Err(format!(
+            "writing {resource}: {n} conflicting writes in a row"
+        )),
+        e => Ok(format!("{}: {e}", nsg_name(resource))),
     }
 }
 
-fn removed(nsgs: Vec<String>) -> Enforcement {
-    Enforcement {
-        state: EnforcementState::Applied,
-        detail: "deny rules removed".into(),
-        network_security_groups: nsgs,
-        firewalls: vec![],
+impl Enforcement {
+    fn failed(detail: String, nsgs: Vec<String>, firewalls: Vec<String>) -> Enforcement {
+        Enforcement {
+            state: EnforcementState::Failed,
+            detail,
+            network_security_groups: nsgs,
+            firewalls,
+        }
+    }
+
+    fn removed(nsgs: Vec<String>, firewalls: Vec<String>) -> Enforcement {
+        Enforcement {
+            state: EnforcementState::Applied,
+            detail: "deny rules removed".into(),
+            network_security_groups: nsgs,
+            firewalls,
+        }
     }
 }
 
-/// "deny rules in place: nsg-web-subnet (priority 299, above allow-ssh (priority 300))".
-fn applied_detail(network: &VmNetwork, placed: &[(String, RuleOutcome)]) -> String {
+/// "deny rules for vm-web-1 in place: nsg-web-subnet (priority 299, above ...); standing DNAT
+/// rules removed: ...".
+fn applied_detail(
+    network: &VmNetwork,
+    placed: &[(String, RuleOutcome)],
+    dnat_removed: &[String],
+) -> String {
     let parts: Vec<String> = placed
         .iter()
         .map(|(nsg, o)| {
@@ -260,9 +330,23 @@ fn applied_detail(network: &VmNetwork, placed: &[(String, RuleOutcome)]) -> Stri
             }
         })
         .collect();
-    format!(
-        "deny rules for {} in place: {}",
-        network.name,
-        parts.join("; ")
-    )
+    let mut detail = if parts.is_empty() {
+        format!(
+            "{} has no NSG: access is closed at its firewalls",
+            network.name
+        )
+    } else {
+        format!(
+            "deny rules for {} in place: {}",
+            network.name,
+            parts.join("; ")
+        )
+    };
+    if !dnat_removed.is_empty() {
+        detail.push_str(&format!(
+            "; standing DNAT rules removed: {}",
+            dnat_removed.join(", ")
+        ));
+    }
+    detail
 }

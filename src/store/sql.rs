@@ -701,11 +701,16 @@ macro_rules! impl_sql_store {
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<(), $crate::store::StoreError> {
                 use $crate::store::JOB_ENFORCE_POLICY;
+                // Locking the waiting job (an UPDATE, not a read) keeps a dispatcher from
+                // claiming it before this write commits and enforcing the old policy; a job
+                // backed off after a failure is brought forward, as this is a new change.
                 let waiting = sqlx::query(
-                    "UPDATE jobs SET run_after = run_after WHERE kind = $1 AND subject = $2 AND lease_owner IS NULL",
+                    "UPDATE jobs SET run_after = CASE WHEN run_after > $3 THEN $3 ELSE run_after END \
+                     WHERE kind = $1 AND subject = $2 AND lease_owner IS NULL",
                 )
                 .bind(JOB_ENFORCE_POLICY)
                 .bind(vm.key())
+                .bind(now)
                 .execute(&mut **tx)
                 .await
                 .map_err($crate::store::StoreError::from_sqlx)?

@@ -3,7 +3,7 @@
 use super::world::{Fault, SimError};
 use super::Sim;
 use crate::arm::evaluate::FlowProtocol;
-use crate::arm::model::{ErrorDetail, ErrorResponse, NetworkSecurityGroup};
+use crate::arm::model::{ErrorDetail, ErrorResponse, NetworkSecurityGroup, RuleCollectionGroup};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -139,19 +139,58 @@ async fn serve(
         // /subscriptions/{s}/providers/Microsoft.Compute/virtualMachines
         ("GET", 6) if seg(3) == "providers" && seg(5) == "virtualmachines" => {
             let prefix = format!("/subscriptions/{}/", seg(2));
-            Ok(list_page(&world, sim, path, &q, |id| {
-                id.starts_with(&prefix) && is_vm(id)
-            }))
+            let items = world
+                .resources
+                .iter()
+                .filter(|(id, _)| id.starts_with(&prefix) && is_vm(id))
+                .map(|(_, v)| v.clone())
+                .collect();
+            Ok(list_page(items, world.page_size, sim, path, &q))
         }
         // /subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines
         ("GET", 8) if seg(5) == "providers" && seg(7) == "virtualmachines" => {
             let prefix = format!("/subscriptions/{}/resourcegroups/{}/", seg(2), seg(4));
-            Ok(list_page(&world, sim, path, &q, |id| {
-                id.starts_with(&prefix) && is_vm(id)
-            }))
+            let items = world
+                .resources
+                .iter()
+                .filter(|(id, _)| id.starts_with(&prefix) && is_vm(id))
+                .map(|(_, v)| v.clone())
+                .collect();
+            Ok(list_page(items, world.page_size, sim, path, &q))
+        }
+        // /subscriptions/{s}/providers/Microsoft.Network/azureFirewalls
+        ("GET", 6) if seg(3) == "providers" && seg(5) == "azurefirewalls" => {
+            let prefix = format!("/subscriptions/{}/", seg(2));
+            let items = world
+                .resources
+                .iter()
+                .filter(|(id, _)| {
+                    id.starts_with(&prefix)
+                        && id.contains("/providers/microsoft.network/azurefirewalls/")
+                })
+                .map(|(_, v)| v.clone())
+                .collect();
+            Ok(list_page(items, world.page_size, sim, path, &q))
+        }
+        // {firewall policy id}/ruleCollectionGroups
+        ("GET", 10) if seg(7) == "firewallpolicies" && seg(9) == "rulecollectiongroups" => {
+            let prefix = format!("{}/", path.to_ascii_lowercase());
+            let items = world
+                .rule_collection_groups
+                .iter()
+                .filter(|(id, _)| id.starts_with(&prefix))
+                .map(|(_, g)| serde_json::to_value(g).unwrap_or_default())
+                .collect();
+            Ok(list_page(items, world.page_size, sim, path, &q))
         }
         ("GET", _) => {
             let key = path.to_ascii_lowercase();
+            if let Some(group) = world.rule_collection_groups.get(&key) {
+                return Ok(with_etag(
+                    Json(group.clone()).into_response(),
+                    group.etag.as_deref(),
+                ));
+            }
             if let Some(nsg) = world.nsgs.get(&key) {
                 return Ok(with_etag(
                     Json(nsg.clone()).into_response(),
@@ -165,7 +204,7 @@ async fn serve(
             Ok(Json(resource.clone()).into_response())
         }
         ("PUT", 9) if seg(7) == "networksecuritygroups" => {
-            let nsg: NetworkSecurityGroup = parse_nsg(body, path)?;
+            let nsg: NetworkSecurityGroup = parse_body(body, path, &["location"])?;
             let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
             let (nsg, op_id, created) = world.put_nsg(
                 path,
@@ -175,28 +214,33 @@ async fn serve(
                 lro_failure,
                 Instant::now(),
             )?;
-            let location = nsg.location.to_ascii_lowercase();
-            let status_url = format!(
-                "{}/subscriptions/{}/providers/Microsoft.Network/locations/{location}/operations/{op_id}?api-version={NETWORK_API_VERSION}",
-                sim.base_url(),
-                seg(2)
-            );
-            let retry_after = world.faults.lro_delay.as_secs_f64().ceil() as u64;
-            let status = if created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            let mut response = with_etag(
-                (status, Json(nsg.clone())).into_response(),
+            let status_url = operation_url(sim, seg(2), &nsg.location, &op_id);
+            Ok(accepted(
+                status_url,
                 nsg.etag.as_deref(),
-            );
-            let h = response.headers_mut();
-            if let Ok(v) = HeaderValue::from_str(&status_url) {
-                h.insert("azure-asyncoperation", v);
-            }
-            h.insert("retry-after", HeaderValue::from(retry_after));
-            Ok(response)
+                created,
+                world.faults.lro_delay,
+                &nsg,
+            ))
+        }
+        ("PUT", 11) if seg(7) == "firewallpolicies" && seg(9) == "rulecollectiongroups" => {
+            let group: RuleCollectionGroup = parse_body(body, path, &[])?;
+            let if_match = headers.get("if-match").and_then(|v| v.to_str().ok());
+            let (group, op_id, created) = world.put_rule_collection_group(
+                path,
+                group,
+                if_match,
+                lro_failure,
+                Instant::now(),
+            )?;
+            let status_url = operation_url(sim, seg(2), "global", &op_id);
+            Ok(accepted(
+                status_url,
+                group.etag.as_deref(),
+                created,
+                world.faults.lro_delay,
+                &group,
+            ))
         }
         ("PUT", _) | ("PATCH", _) | ("DELETE", _) | ("POST", _) => Err(SimError::new(
             405,
@@ -207,14 +251,21 @@ async fn serve(
     }
 }
 
-/// An NSG body in ARM's shape; `id`, `name` and `location` may be left out, as ARM allows.
-fn parse_nsg(body: &Bytes, path: &str) -> Result<NetworkSecurityGroup, SimError> {
+/// A body in ARM's shape; `id`, `name` (and the `extra` fields named) may be left out, as
+/// ARM allows: the URL says what they are.
+fn parse_body<T: serde::de::DeserializeOwned>(
+    body: &Bytes,
+    path: &str,
+    extra: &[&str],
+) -> Result<T, SimError> {
     let mut value: Value = serde_json::from_slice(body)
         .map_err(|e| SimError::new(400, "InvalidRequestContent", e.to_string()))?;
     if let Some(obj) = value.as_object_mut() {
         obj.entry("id").or_insert_with(|| json!(path));
         obj.entry("name").or_insert_with(|| json!(""));
-        obj.entry("location").or_insert_with(|| json!(""));
+        for field in extra {
+            obj.entry(*field).or_insert_with(|| json!(""));
+        }
     }
     serde_json::from_value(value).map_err(|e| {
         SimError::new(
@@ -261,34 +312,23 @@ fn with_etag(mut response: Response, etag: Option<&str>) -> Response {
     response
 }
 
-/// One page of the resources whose (lower-cased) id passes `keep`, with a `nextLink` when
-/// more follow; `$skiptoken` is the offset.
+/// One page of `all`, with a `nextLink` when more follow; `$skiptoken` is the offset.
 fn list_page(
-    world: &super::World,
+    all: Vec<Value>,
+    page_size: usize,
     sim: &Sim,
     path: &str,
     q: &HashMap<String, String>,
-    keep: impl Fn(&str) -> bool,
 ) -> Response {
     let skip: usize = q
         .get("$skiptoken")
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let all: Vec<&Value> = world
-        .resources
-        .iter()
-        .filter(|(id, _)| keep(id))
-        .map(|(_, v)| v)
-        .collect();
-    let page: Vec<&Value> = all
-        .iter()
-        .skip(skip)
-        .take(world.page_size)
-        .copied()
-        .collect();
+    let total = all.len();
+    let page: Vec<Value> = all.into_iter().skip(skip).take(page_size).collect();
     let next = skip + page.len();
     let mut body = json!({ "value": page });
-    if next < all.len() {
+    if next < total {
         let version = q.get("api-version").cloned().unwrap_or_default();
         body["nextLink"] = json!(format!(
             "{}{path}?api-version={version}&$skiptoken={next}",
@@ -296,6 +336,41 @@ fn list_page(
         ));
     }
     Json(body).into_response()
+}
+
+/// Where the long-running operation `op_id` is polled.
+fn operation_url(sim: &Sim, subscription: &str, location: &str, op_id: &str) -> String {
+    format!(
+        "{}/subscriptions/{subscription}/providers/Microsoft.Network/locations/{}/operations/{op_id}?api-version={NETWORK_API_VERSION}",
+        sim.base_url(),
+        location.to_ascii_lowercase()
+    )
+}
+
+/// ARM's answer to an accepted write: the resource, its ETag, and where to poll the
+/// long-running operation (`Azure-AsyncOperation`) and when (`Retry-After`).
+fn accepted<T: serde::Serialize>(
+    status_url: String,
+    etag: Option<&str>,
+    created: bool,
+    lro_delay: std::time::Duration,
+    body: &T,
+) -> Response {
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut response = with_etag((status, Json(body)).into_response(), etag);
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&status_url) {
+        h.insert("azure-asyncoperation", v);
+    }
+    h.insert(
+        "retry-after",
+        HeaderValue::from(lro_delay.as_secs_f64().ceil() as u64),
+    );
+    response
 }
 
 #[derive(Deserialize)]

@@ -4,7 +4,8 @@
 
 use super::Sim;
 use crate::arm::model::{
-    Access, Direction, NetworkSecurityGroup, NetworkSecurityGroupProperties, SecurityRule,
+    Access, Direction, FirewallRule, NetworkSecurityGroup, NetworkSecurityGroupProperties,
+    RuleCollection, RuleCollectionGroup, RuleCollectionGroupProperties, SecurityRule,
     SecurityRuleProperties,
 };
 use serde_json::{json, Map};
@@ -172,9 +173,141 @@ impl Sim {
     }
 }
 
+/// A DNAT rule: traffic to `public_ip`:`port` from `sources` goes to `to_ip`:`to_port`.
+pub fn dnat_rule(
+    name: &str,
+    sources: &[&str],
+    public_ip: &str,
+    port: u16,
+    to_ip: &str,
+    to_port: u16,
+) -> FirewallRule {
+    FirewallRule {
+        rule_type: "NatRule".into(),
+        name: name.into(),
+        ip_protocols: vec!["TCP".into()],
+        source_addresses: sources.iter().map(|s| s.to_string()).collect(),
+        destination_addresses: vec![public_ip.into()],
+        destination_ports: vec![port.to_string()],
+        translated_address: Some(to_ip.into()),
+        translated_port: Some(to_port.to_string()),
+        extra: Map::new(),
+    }
+}
+
+impl Sim {
+    /// Adds an Azure Firewall with a public IP, a firewall policy, and one rule collection
+    /// group holding a DNAT collection with `nat_rules`. Returns the group's id.
+    pub fn add_firewall(
+        &self,
+        subscription: &str,
+        rg: &str,
+        name: &str,
+        private_ip: &str,
+        public_ip: &str,
+        nat_rules: Vec<FirewallRule>,
+    ) -> String {
+        let base = rg_id(subscription, rg);
+        let fw_id = format!("{base}/providers/Microsoft.Network/azureFirewalls/{name}");
+        let policy_id =
+            format!("{base}/providers/Microsoft.Network/firewallPolicies/{name}-policy");
+        let pip_id = format!("{base}/providers/Microsoft.Network/publicIPAddresses/{name}-ip");
+        let group_id = format!("{policy_id}/ruleCollectionGroups/rcg-dnat");
+        let mut world = self.world();
+        world.resources.insert(pip_id.to_ascii_lowercase(), json!({ "id": pip_id, "name": format!("{name}-ip"), "properties": { "ipAddress": public_ip } }));
+        world.resources.insert(policy_id.to_ascii_lowercase(), json!({ "id": policy_id, "name": format!("{name}-policy"), "location": DEMO_LOCATION, "properties": {} }));
+        world.resources.insert(
+            fw_id.to_ascii_lowercase(),
+            json!({
+                "id": fw_id, "name": name, "location": DEMO_LOCATION,
+                "properties": {
+                    "ipConfigurations": [ { "name": "ipconfig1", "properties": { "privateIPAddress": private_ip, "publicIPAddress": { "id": pip_id } } } ],
+                    "firewallPolicy": { "id": policy_id },
+                },
+            }),
+        );
+        world.upsert_rule_collection_group(RuleCollectionGroup {
+            id: group_id.clone(),
+            name: "rcg-dnat".into(),
+            etag: None,
+            properties: RuleCollectionGroupProperties {
+                priority: 100,
+                rule_collections: vec![RuleCollection {
+                    rule_collection_type: "FirewallPolicyNatRuleCollection".into(),
+                    name: "dnat-inbound".into(),
+                    priority: 100,
+                    action: Some(json!({ "type": "DNAT" })),
+                    rules: nat_rules,
+                    extra: Map::new(),
+                }],
+                provisioning_state: None,
+                extra: Map::new(),
+            },
+            extra: Map::new(),
+        });
+        group_id
+    }
+
+    /// Where the firewall with public address `public_ip` forwards TCP traffic from `source`
+    /// to `port`, by the rules in force (the first matching DNAT rule), if anywhere.
+    pub fn forwards(
+        &self,
+        public_ip: &str,
+        port: u16,
+        source: std::net::IpAddr,
+    ) -> Option<(String, u16)> {
+        let ctx = crate::arm::evaluate::NetworkContext::default();
+        let mut world = self.world();
+        world.settle(std::time::Instant::now());
+        let mut groups: Vec<&RuleCollectionGroup> =
+            world.effective_rule_collection_groups.values().collect();
+        groups.sort_by_key(|g| g.properties.priority);
+        for group in groups {
+            let mut collections: Vec<&RuleCollection> = group
+                .properties
+                .rule_collections
+                .iter()
+                .filter(|c| c.is_nat())
+                .collect();
+            collections.sort_by_key(|c| c.priority);
+            for rule in collections.iter().flat_map(|c| c.rules.iter()) {
+                let to_us = rule.destination_addresses.iter().any(|d| d == public_ip);
+                let on_port = crate::arm::evaluate::port_in_ranges(
+                    port,
+                    &rule
+                        .destination_ports
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>(),
+                );
+                let from = rule.source_addresses.is_empty()
+                    || rule.source_addresses.iter().any(
+                        |s| match crate::arm::evaluate::parse_prefix(s) {
+                            crate::arm::evaluate::AddressPrefix::Any => true,
+                            crate::arm::evaluate::AddressPrefix::Net(net) => net.contains(&source),
+                            crate::arm::evaluate::AddressPrefix::Internet => {
+                                crate::arm::evaluate::is_internet_address(source, &ctx)
+                            }
+                            _ => false,
+                        },
+                    );
+                if to_us && on_port && from {
+                    let port = rule
+                        .translated_port
+                        .as_deref()
+                        .and_then(|p| p.parse().ok())?;
+                    return Some((rule.translated_address.clone()?, port));
+                }
+            }
+        }
+        None
+    }
+}
+
 /// The demo subscription: one VNet, and VMs that are exposed through a subnet NSG (`vm-web-1`,
-/// `vm-web-2`: SSH from the Internet), through a NIC NSG (`vm-rdp`: RDP from anywhere), guarded
-/// (`vm-app`: only HTTPS), and without any NSG (`vm-bare`: not applicable).
+/// `vm-web-2`: SSH from the Internet), through a NIC NSG (`vm-rdp`: RDP from anywhere), through
+/// a firewall's DNAT rule (`vm-spoke`: SSH on the firewall's port 50022), guarded (`vm-app`:
+/// only HTTPS), and without any NSG (`vm-bare`: not applicable).
 pub fn demo(sim: &Sim) {
     let (s, rg, vnet) = (DEMO_SUBSCRIPTION, DEMO_RESOURCE_GROUP, "vnet-demo");
     sim.add_nsg(
@@ -253,4 +386,35 @@ pub fn demo(sim: &Sim) {
         Some("20.50.0.8"),
         None,
     ));
+    // Behind the hub firewall: SSH reaches it through a standing DNAT rule, and its NSG
+    // admits the firewall's subnet (after DNAT the VM sees the firewall, not the client).
+    sim.add_nsg(
+        s,
+        rg,
+        "nsg-spoke",
+        vec![allow_inbound(
+            "allow-ssh-from-firewall",
+            300,
+            "10.10.0.0/26",
+            "22",
+        )],
+    );
+    sim.add_subnet(s, rg, vnet, "AzureFirewallSubnet", "10.10.0.0/26", None);
+    sim.add_subnet(s, rg, vnet, "snet-spoke", "10.10.4.0/24", Some("nsg-spoke"));
+    sim.add_vm(&vm("vm-spoke", "snet-spoke", "10.10.4.4", None, None));
+    sim.add_firewall(
+        s,
+        rg,
+        "fw-hub",
+        "10.10.0.4",
+        "20.50.0.100",
+        vec![dnat_rule(
+            "dnat-ssh-vm-spoke",
+            &["*"],
+            "20.50.0.100",
+            50022,
+            "10.10.4.4",
+            22,
+        )],
+    );
 }
