@@ -572,3 +572,45 @@ async fn standing_dnat_rules_are_removed_through_the_same_write_path() {
         3
     );
 }
+
+#[tokio::test]
+async fn a_request_that_times_out_is_tried_again() {
+    let sim = Sim::seeded().with_token(SIM_TOKEN);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = sim.spawn(listener).unwrap();
+    let mut arm = Settings::default().resolve().unwrap().arm;
+    arm.credential = ArmCredentialKind::Static;
+    arm.static_token = Some(SIM_TOKEN.to_string().into());
+    let retry = RetryPolicy {
+        request_timeout: std::time::Duration::from_millis(300),
+        ..RetryPolicy::quick()
+    };
+    let client = ArmClient::new(
+        base.parse().unwrap(),
+        ArmCredential::new(&arm, &AzureEnv::default()).unwrap(),
+        retry,
+    )
+    .unwrap();
+    script(
+        &sim,
+        vec![(
+            FaultMatch::any(),
+            Fault::Delay(std::time::Duration::from_secs(2)),
+        )],
+    );
+    let started = std::time::Instant::now();
+    let vm: VirtualMachine = client
+        .get(&seed::vm_id(SUB, RG, "vm-app"), api_version::COMPUTE)
+        .await
+        .unwrap();
+    assert_eq!(vm.name, "vm-app");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "did not wait for the stalled answer"
+    );
+    assert_eq!(
+        sim.world().requests,
+        2,
+        "the stalled request, then the retry"
+    );
+}

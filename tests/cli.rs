@@ -22,9 +22,17 @@ fn jitgate(dir: &std::path::Path) -> Command {
 
 /// Starts `serve` on an ephemeral port and returns it with the address its banner names.
 fn start_serve(dir: &std::path::Path) -> (Child, String) {
+    let (child, addr, banner) = start_serve_with(dir, &[]);
+    assert!(banner.contains("ARM is the built-in simulator"), "{banner}");
+    (child, addr)
+}
+
+/// Starts `serve` with these extra settings; returns it, its address and its banner.
+fn start_serve_with(dir: &std::path::Path, envs: &[(&str, &str)]) -> (Child, String, String) {
     let mut child = jitgate(dir)
         .arg("serve")
         .env("JITGATE_LISTEN", "127.0.0.1:0")
+        .envs(envs.iter().copied())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -47,12 +55,11 @@ fn start_serve(dir: &std::path::Path) -> (Child, String) {
         .recv_timeout(Duration::from_secs(60))
         .expect("serve printed its banner");
     assert!(banner.contains("DEV AUTH"), "{banner}");
-    assert!(banner.contains("ARM is the built-in simulator"), "{banner}");
     assert!(
         banner.contains("token --user alice --role Jit.Admin"),
         "{banner}"
     );
-    (child, addr)
+    (child, addr, banner)
 }
 
 /// A token from `jitgate token`, as the banner tells a newcomer to get one.
@@ -211,4 +218,86 @@ fn token_refuses_an_unknown_role() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"));
+}
+
+/// `jitgate arm-sim` alone, and `serve` pointed at it as at Azure: the README's recipe.
+#[tokio::test]
+async fn serve_in_azure_mode_enforces_through_a_standalone_arm_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = jitgate(dir.path())
+        .args([
+            "arm-sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            "sim-secret",
+            "--lro-delay",
+            "PT0S",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = sim.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("ARM simulator on ") {
+                let _ = tx.send(rest.split(':').take(3).collect::<Vec<_>>().join(":"));
+            }
+        }
+    });
+    let endpoint = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("arm-sim printed its address");
+    assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
+    const DEMO: &str = "5b1e0000-0000-4000-8000-00000000de30";
+    let (mut serve, addr, banner) = start_serve_with(
+        dir.path(),
+        &[
+            ("JITGATE_ARM_MODE", "azure"),
+            ("JITGATE_ARM_ENDPOINT", &endpoint),
+            ("JITGATE_ARM_CREDENTIAL", "static"),
+            ("JITGATE_ARM_STATIC_TOKEN", "sim-secret"),
+            ("JITGATE_SUBSCRIPTIONS", DEMO),
+        ],
+    );
+    assert!(banner.contains(&format!("ARM is {endpoint}")), "{banner}");
+    let token = admin_token(dir.path());
+    let client = reqwest::Client::new();
+    let base = format!(
+        "http://{addr}/v1/subscriptions/{DEMO}/resourceGroups/rg-demo/virtualMachines/vm-web-1"
+    );
+    let created = client
+        .put(format!("{base}/policy"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let vm: serde_json::Value = client
+            .get(&base)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or_default();
+        if vm["policy"]["enforcement"]["state"] == "applied" && vm["assessment"] == "healthy" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not enforced through the standalone simulator: {vm}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sigterm(&serve);
+    assert!(wait_exit(&mut serve, Duration::from_secs(20)).success());
+    let _ = sim.kill();
+    let _ = sim.wait();
 }
