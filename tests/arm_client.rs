@@ -544,7 +544,7 @@ async fn standing_dnat_rules_are_removed_through_the_same_write_path() {
         .await
         .unwrap();
     assert_eq!(
-        removed,
+        removed.removed,
         ["dnat-inbound/dnat-ssh-vm-spoke (forwarded 50022 to 10.10.4.4:22)"]
     );
     assert_eq!(sim.forwards("20.50.0.100", 50022, internet), None);
@@ -613,4 +613,164 @@ async fn a_request_that_times_out_is_tried_again() {
         2,
         "the stalled request, then the retry"
     );
+}
+
+#[tokio::test]
+async fn a_grants_allow_rule_opens_the_port_for_its_source_only() {
+    let (sim, client) = demo().await;
+    let writer = NsgWriter::new(client, 100);
+    let deny_priority = writer
+        .apply(
+            &web_subnet_nsg(),
+            deny("jitgate-deny-web-1", &[22], "10.10.1.4"),
+        )
+        .await
+        .unwrap()
+        .priority
+        .unwrap();
+    let allow = |sources: Vec<&str>| RuleChange::Allow {
+        name: "jitgate-allow-grant-1".into(),
+        port: 22,
+        protocol: "Tcp".into(),
+        sources: sources.into_iter().map(String::from).collect(),
+        destinations: vec![ip("10.10.1.4")],
+        deny_rule: "jitgate-deny-web-1".into(),
+        description: "grant 1".into(),
+    };
+    let outcome = writer
+        .apply(&web_subnet_nsg(), allow(vec!["203.0.113.7/32"]))
+        .await
+        .unwrap();
+    assert!(outcome.priority.unwrap() < deny_priority && outcome.priority.unwrap() >= 100);
+    let from = |source: &str| {
+        sim.evaluate(
+            &seed::vm_id(SUB, RG, "vm-web-1"),
+            ip(source),
+            22,
+            FlowProtocol::Tcp,
+        )
+        .unwrap()
+        .allowed
+    };
+    assert!(from("203.0.113.7"), "open for the grant's address");
+    assert!(!from("198.51.100.9"), "closed for everyone else");
+    writer
+        .apply(
+            &web_subnet_nsg(),
+            RuleChange::Remove {
+                name: "jitgate-allow-grant-1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        !from("203.0.113.7"),
+        "closed again once the grant's rule is gone"
+    );
+
+    // Without the policy's deny rule there is nothing to open: refused, nothing written.
+    let writes = sim.nsg_writes(&web_subnet_nsg());
+    writer
+        .apply(
+            &web_subnet_nsg(),
+            RuleChange::Remove {
+                name: "jitgate-deny-web-1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let err = writer
+        .apply(&web_subnet_nsg(), allow(vec!["203.0.113.7"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, WriteError::NoPriority(ref why) if why.contains("must be in place")),
+        "{err}"
+    );
+    assert_eq!(
+        sim.nsg_writes(&web_subnet_nsg()),
+        writes + 1,
+        "only the removal was written"
+    );
+}
+
+#[tokio::test]
+async fn a_grant_through_a_firewall_is_a_dnat_rule_on_a_mapped_port() {
+    use jitgate::arm::firewall_writer::{FirewallWriter, NatChange, NAT_COLLECTION};
+    let (sim, client) = demo().await;
+    let group = format!("{}/providers/Microsoft.Network/firewallPolicies/fw-hub-policy/ruleCollectionGroups/rcg-dnat", seed::rg_id(SUB, RG));
+    let writer = FirewallWriter::new(client);
+    let dnat = |name: &str, source: &str| NatChange::Dnat {
+        name: name.into(),
+        sources: vec![source.into()],
+        public_ip: "20.50.0.100".into(),
+        translated: ip("10.10.4.4"),
+        port: 22,
+        protocol: "TCP".into(),
+    };
+    let first = writer
+        .apply(&group, dnat("jitgate-dnat-grant-1", "203.0.113.7"))
+        .await
+        .unwrap();
+    assert_eq!(first.mapped_port, Some(50000));
+    let second = writer
+        .apply(&group, dnat("jitgate-dnat-grant-2", "198.51.100.9"))
+        .await
+        .unwrap();
+    assert_eq!(second.mapped_port, Some(50001), "each grant its own port");
+    assert_eq!(
+        sim.forwards("20.50.0.100", 50000, ip("203.0.113.7")),
+        Some(("10.10.4.4".into(), 22))
+    );
+    assert_eq!(
+        sim.forwards("20.50.0.100", 50000, ip("198.51.100.9")),
+        None,
+        "not for another source"
+    );
+    // Applying the same grant again keeps its port and writes nothing.
+    let writes = sim.world().log.iter().filter(|r| r.method == "PUT").count();
+    assert_eq!(
+        writer
+            .apply(&group, dnat("jitgate-dnat-grant-1", "203.0.113.7"))
+            .await
+            .unwrap()
+            .mapped_port,
+        Some(50000)
+    );
+    assert_eq!(
+        sim.world().log.iter().filter(|r| r.method == "PUT").count(),
+        writes
+    );
+
+    writer
+        .apply(
+            &group,
+            NatChange::Remove {
+                name: "jitgate-dnat-grant-1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(sim.forwards("20.50.0.100", 50000, ip("203.0.113.7")), None);
+    writer
+        .apply(
+            &group,
+            NatChange::Remove {
+                name: "jitgate-dnat-grant-2".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let collections: Vec<String> = sim.world().rule_collection_groups[&group.to_ascii_lowercase()]
+        .properties
+        .rule_collections
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(
+        collections,
+        ["dnat-inbound"],
+        "jitgate's empty collection is removed, the administrator's stays"
+    );
+    assert!(!collections.contains(&NAT_COLLECTION.to_string()));
 }

@@ -26,6 +26,18 @@ pub enum RuleChange {
         destinations: Vec<IpAddr>,
         description: String,
     },
+    /// Allow inbound `protocol` traffic from `sources` to `destinations` on `port`, above
+    /// (a smaller number than) the deny rule `deny_rule`: a grant's way through it.
+    Allow {
+        name: String,
+        port: u16,
+        /// `Tcp`, `Udp` or `*`.
+        protocol: String,
+        sources: Vec<String>,
+        destinations: Vec<IpAddr>,
+        deny_rule: String,
+        description: String,
+    },
     /// Remove the rule of this name, if it is there.
     Remove { name: String },
 }
@@ -33,7 +45,9 @@ pub enum RuleChange {
 impl RuleChange {
     pub fn name(&self) -> &str {
         match self {
-            RuleChange::Deny { name, .. } | RuleChange::Remove { name } => name,
+            RuleChange::Deny { name, .. }
+            | RuleChange::Allow { name, .. }
+            | RuleChange::Remove { name } => name,
         }
     }
 }
@@ -122,21 +136,106 @@ fn merge(
         } => {
             let (priority, overrides) =
                 deny_priority(nsg, name, ports, destinations, base, network)?;
-            let rule = deny_rule(name, ports, destinations, description, priority);
-            let rules = &mut nsg.properties.security_rules;
-            match position {
-                // Unchanged when equal in what matters, so a repeated apply writes nothing.
-                Some(i) if same_rule(&rules[i], &rule) => {}
-                Some(i) => rules[i] = rule,
-                None => rules.push(rule),
-            }
+            let sources = ["*".to_string()];
+            let rule = jitgate_rule(
+                name,
+                Access::Deny,
+                "*",
+                &sources,
+                ports,
+                destinations,
+                description,
+                priority,
+            );
+            put_rule(nsg, position, rule);
             Ok(RuleOutcome {
                 name: name.clone(),
                 priority: Some(priority),
                 overrides,
             })
         }
+        RuleChange::Allow {
+            name,
+            port,
+            protocol,
+            sources,
+            destinations,
+            deny_rule,
+            description,
+        } => {
+            let priority = allow_priority(nsg, name, deny_rule, base)?;
+            let rule = jitgate_rule(
+                name,
+                Access::Allow,
+                protocol,
+                sources,
+                &[*port],
+                destinations,
+                description,
+                priority,
+            );
+            put_rule(nsg, position, rule);
+            Ok(RuleOutcome {
+                name: name.clone(),
+                priority: Some(priority),
+                overrides: vec![],
+            })
+        }
     }
+}
+
+/// Puts `rule` in place of the rule at `position` (or adds it), unchanged when equal in what
+/// matters, so that a repeated apply writes nothing.
+fn put_rule(nsg: &mut NetworkSecurityGroup, position: Option<usize>, rule: SecurityRule) {
+    let rules = &mut nsg.properties.security_rules;
+    match position {
+        Some(i) if same_rule(&rules[i], &rule) => {}
+        Some(i) => rules[i] = rule,
+        None => rules.push(rule),
+    }
+}
+
+/// Where a grant's allow rule goes: a free number between the base and its deny rule, as
+/// close to the deny rule as possible (the numbers nearer the base stay free longest). A rule
+/// already in a valid place keeps it.
+fn allow_priority(
+    nsg: &NetworkSecurityGroup,
+    name: &str,
+    deny_rule: &str,
+    base: u32,
+) -> Result<u32, WriteError> {
+    let rules = &nsg.properties.security_rules;
+    let Some(deny) = rules
+        .iter()
+        .find(|r| r.name.eq_ignore_ascii_case(deny_rule))
+        .map(|r| r.properties.priority)
+    else {
+        return Err(WriteError::NoPriority(format!(
+            "the deny rule {deny_rule} is not in {}: the policy's enforcement must be in place before access is granted",
+            nsg.name
+        )));
+    };
+    let current = rules
+        .iter()
+        .find(|r| r.name.eq_ignore_ascii_case(name))
+        .map(|r| r.properties.priority);
+    if let Some(p) = current.filter(|p| (base..deny).contains(p)) {
+        return Ok(p);
+    }
+    let taken: BTreeSet<u32> = rules
+        .iter()
+        .filter(|r| {
+            r.properties.direction == Direction::Inbound && !r.name.eq_ignore_ascii_case(name)
+        })
+        .map(|r| r.properties.priority)
+        .collect();
+    (base..deny).rev().find(|p| !taken.contains(p)).ok_or_else(|| {
+        WriteError::NoPriority(format!(
+            "no free priority between {base} and {} in {} for the allow rule {name}: every number above the deny rule {deny_rule} is taken",
+            deny.saturating_sub(1),
+            nsg.name
+        ))
+    })
 }
 
 /// Where a deny rule goes: above (a smaller number than) every allow rule that admits one of
@@ -213,8 +312,13 @@ fn overrides_text(rules: &[&SecurityRule]) -> String {
         .join(", ")
 }
 
-fn deny_rule(
+/// A rule of jitgate's, in ARM's shape.
+#[allow(clippy::too_many_arguments)]
+fn jitgate_rule(
     name: &str,
+    access: Access,
+    protocol: &str,
+    sources: &[String],
     ports: &[u16],
     destinations: &[IpAddr],
     description: &str,
@@ -225,22 +329,26 @@ fn deny_rule(
     ports.dedup();
     let mut destinations: Vec<String> = destinations.iter().map(ToString::to_string).collect();
     destinations.sort();
+    let (source, source_list) = match sources {
+        [one] => (Some(one.clone()), vec![]),
+        many => (None, many.to_vec()),
+    };
     SecurityRule {
         name: name.to_string(),
         id: None,
         etag: None,
         properties: SecurityRuleProperties {
             description: Some(description.chars().take(140).collect()),
-            protocol: "*".into(),
+            protocol: protocol.to_string(),
             source_port_range: Some("*".into()),
             source_port_ranges: vec![],
             destination_port_range: None,
             destination_port_ranges: ports.iter().map(ToString::to_string).collect(),
-            source_address_prefix: Some("*".into()),
-            source_address_prefixes: vec![],
+            source_address_prefix: source,
+            source_address_prefixes: source_list,
             destination_address_prefix: None,
             destination_address_prefixes: destinations,
-            access: Access::Deny,
+            access,
             priority,
             direction: Direction::Inbound,
             provisioning_state: None,

@@ -197,7 +197,7 @@ impl Enforcer {
                 };
                 for group in &groups {
                     match self.firewall_writer.apply(group, standing.clone()).await {
-                        Ok(removed) => dnat_removed.extend(removed),
+                        Ok(outcome) => dnat_removed.extend(outcome.removed),
                         Err(e) => problems.push(classify(group, e)?),
                     }
                 }
