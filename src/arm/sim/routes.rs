@@ -138,38 +138,20 @@ async fn serve(
         }
         // /subscriptions/{s}/providers/Microsoft.Compute/virtualMachines
         ("GET", 6) if seg(3) == "providers" && seg(5) == "virtualmachines" => {
-            let prefix = format!("/subscriptions/{}/", seg(2));
-            let items = world
-                .resources
-                .iter()
-                .filter(|(id, _)| id.starts_with(&prefix) && is_vm(id))
-                .map(|(_, v)| v.clone())
-                .collect();
+            let items = resources_under(&world, &format!("/subscriptions/{}/", seg(2)), is_vm);
             Ok(list_page(items, world.page_size, sim, path, &q))
         }
         // /subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines
         ("GET", 8) if seg(5) == "providers" && seg(7) == "virtualmachines" => {
             let prefix = format!("/subscriptions/{}/resourcegroups/{}/", seg(2), seg(4));
-            let items = world
-                .resources
-                .iter()
-                .filter(|(id, _)| id.starts_with(&prefix) && is_vm(id))
-                .map(|(_, v)| v.clone())
-                .collect();
+            let items = resources_under(&world, &prefix, is_vm);
             Ok(list_page(items, world.page_size, sim, path, &q))
         }
         // /subscriptions/{s}/providers/Microsoft.Network/azureFirewalls
         ("GET", 6) if seg(3) == "providers" && seg(5) == "azurefirewalls" => {
-            let prefix = format!("/subscriptions/{}/", seg(2));
-            let items = world
-                .resources
-                .iter()
-                .filter(|(id, _)| {
-                    id.starts_with(&prefix)
-                        && id.contains("/providers/microsoft.network/azurefirewalls/")
-                })
-                .map(|(_, v)| v.clone())
-                .collect();
+            let items = resources_under(&world, &format!("/subscriptions/{}/", seg(2)), |id| {
+                id.contains("/providers/microsoft.network/azurefirewalls/")
+            });
             Ok(list_page(items, world.page_size, sim, path, &q))
         }
         // {firewall policy id}/ruleCollectionGroups
@@ -299,6 +281,16 @@ fn check_token(sim: &Sim, headers: &HeaderMap) -> Result<(), SimError> {
         }
         _ => Ok(()),
     }
+}
+
+/// The read-only resources whose (lower-cased) id starts with `prefix` and is of `kind`.
+fn resources_under(world: &super::World, prefix: &str, kind: impl Fn(&str) -> bool) -> Vec<Value> {
+    world
+        .resources
+        .iter()
+        .filter(|(id, _)| id.starts_with(prefix) && kind(id))
+        .map(|(_, v)| v.clone())
+        .collect()
 }
 
 fn is_vm(id: &str) -> bool {
