@@ -7,6 +7,7 @@ pub mod ids;
 pub mod network;
 pub mod policy;
 pub mod principal;
+pub mod request;
 pub mod vm;
 
 pub use duration::{AccessDuration, DurationLimits};
