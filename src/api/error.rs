@@ -82,6 +82,8 @@ pub enum ApiError {
     PreconditionFailed(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    #[error("unprocessable: {0}")]
+    Unprocessable(String),
     #[error("payload too large")]
     PayloadTooLarge(String),
     #[error("unsupported media type: {0}")]
@@ -120,6 +122,7 @@ impl From<StoreError> for ApiError {
                 "the resource's current ETag does not match If-Match / If-None-Match".into(),
             ),
             StoreError::Conflict(why) => ApiError::Conflict(why),
+            StoreError::Unprocessable(why) => ApiError::Unprocessable(why),
             StoreError::Unavailable(why) => ApiError::Unavailable(why),
             other => ApiError::Internal(other.into()),
         }
@@ -182,6 +185,12 @@ impl IntoResponse for ApiError {
                 S::CONFLICT,
                 "conflict",
                 "The request conflicts with the resource's current state",
+                detail,
+            ),
+            ApiError::Unprocessable(detail) => Problem::new(
+                S::UNPROCESSABLE_ENTITY,
+                "unprocessable",
+                "The request contradicts an earlier one",
                 detail,
             ),
             ApiError::PayloadTooLarge(detail) => Problem::new(

@@ -12,6 +12,7 @@ pub mod sqlite;
 
 use crate::audit::{AuditEvent, NewAuditEvent};
 use crate::config::DatabaseUrl;
+use crate::domain::request::{AccessRequest, RequestStatus};
 use crate::domain::{Assessment, Policy, Principal, Scope, VmId, VmNetwork};
 use crate::rbac::{Role, RoleAssignment};
 use async_trait::async_trait;
@@ -146,6 +147,21 @@ pub trait Store: Send + Sync + 'static {
     async fn forget_vms(&self, subscription: &str, since: DateTime<Utc>)
         -> Result<u64, StoreError>;
 
+    /// Records a new access request with its audit event (and its activation job, when it is
+    /// approved at once). With an idempotency key the client used before: the request made
+    /// then if the body is the same ([`RequestCreated::Replayed`]), else
+    /// [`StoreError::Unprocessable`].
+    async fn create_request(&self, new: NewRequest) -> Result<RequestCreated, StoreError>;
+
+    async fn get_request(&self, id: &str) -> Result<Option<StoredRequest>, StoreError>;
+
+    /// Writes a request's next state, with its audit event and job, if nobody changed it since
+    /// `expected_version` was read; returns whether it did.
+    async fn update_request(&self, update: RequestUpdate) -> Result<bool, StoreError>;
+
+    /// One keyset page of requests, newest first.
+    async fn list_requests(&self, filter: &RequestFilter, page: &PageRequest) -> Result<Page<StoredRequest>, StoreError>;
+
     /// Audit events with `seq > after`, in chain order.
     async fn audit_events_after(
         &self,
@@ -172,6 +188,10 @@ pub enum StoreError {
     /// The write would break a uniqueness rule; the text says which.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// Well-formed but contradicting what was asked before (an idempotency key reused with
+    /// another body).
+    #[error("unprocessable: {0}")]
+    Unprocessable(String),
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("database error: {0}")]
@@ -383,4 +403,68 @@ pub struct VmFilter {
     pub assessment: Option<Assessment>,
     /// Only VMs under these scopes (the caller's visibility); `None` means everywhere.
     pub within: Option<Vec<Scope>>,
+}
+
+/// Bring a request's approved access into ARM (allow rules, DNAT rules).
+pub const JOB_ACTIVATE_REQUEST: &str = "request.activate";
+
+/// A job to queue in the same transaction as a change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub kind: &'static str,
+    pub subject: String,
+    pub payload: serde_json::Value,
+    pub run_after: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRequest {
+    pub request: AccessRequest,
+    /// Bumped by every write; an update names the version it read.
+    pub version: i64,
+}
+
+/// A client's `Idempotency-Key` and a hash of the body it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: String,
+    pub body_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub request: AccessRequest,
+    pub idempotency: Option<Idempotency>,
+    pub event: NewAuditEvent,
+    pub job: Option<NewJob>,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestCreated {
+    Created(StoredRequest),
+    /// The same key and body came before: this is what was made then.
+    Replayed(StoredRequest),
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestUpdate {
+    pub request: AccessRequest,
+    pub expected_version: i64,
+    pub event: NewAuditEvent,
+    pub job: Option<NewJob>,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilter {
+    pub status: Option<RequestStatus>,
+    /// Only requests naming this VM (by key).
+    pub vm_key: Option<String>,
+    pub requestor: Option<String>,
+    /// Only requests this principal made or submitted (`mine=true`).
+    pub involving: Option<String>,
+    /// What the caller may see: requests it made or submitted, and those with a VM under
+    /// one of these scopes; `None` means everything.
+    pub visible_to: Option<(String, Vec<Scope>)>,
 }

@@ -194,3 +194,22 @@ impl TryFrom<VmRow> for super::ListedVm {
         })
     }
 }
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct RequestRow {
+    pub body: String,
+    pub version: i64,
+    pub idempotency_hash: Option<String>,
+}
+
+pub(super) const REQUEST_COLUMNS: &str = "body, version, idempotency_hash";
+
+impl TryFrom<RequestRow> for super::StoredRequest {
+    type Error = StoreError;
+    fn try_from(row: RequestRow) -> Result<Self, StoreError> {
+        Ok(super::StoredRequest {
+            request: serde_json::from_str(&row.body).map_err(|e| corrupt("request body", e))?,
+            version: row.version,
+        })
+    }
+}

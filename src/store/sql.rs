@@ -56,14 +56,21 @@ pub(super) fn assignment_exists(twin: &str) -> StoreError {
     ))
 }
 
-/// A unique-index violation on a role assignment write means a twin won a race with us.
-pub(super) fn unique_violation_as_conflict(e: sqlx::Error, id: &str) -> StoreError {
+/// A unique-index violation means a twin won a race with us: `conflict` says which.
+pub(super) fn unique_violation_as(e: sqlx::Error, conflict: impl FnOnce() -> StoreError) -> StoreError {
     match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(format!(
-            "another role assignment grants the same role to the same principal at the same scope as {id:?}"
-        )),
+        sqlx::Error::Database(db) if db.is_unique_violation() => conflict(),
         _ => StoreError::from_sqlx(e),
     }
+}
+
+/// A unique-index violation on a role assignment write means a twin won a race with us.
+pub(super) fn unique_violation_as_conflict(e: sqlx::Error, id: &str) -> StoreError {
+    unique_violation_as(e, || {
+        StoreError::Conflict(format!(
+            "another role assignment grants the same role to the same principal at the same scope as {id:?}"
+        ))
+    })
 }
 
 /// The SQL condition a precondition adds to an UPDATE or DELETE of an existing row.
@@ -669,6 +676,144 @@ macro_rules! impl_sql_store {
                 Ok(done.rows_affected())
             }
 
+            async fn create_request(&self, new: $crate::store::NewRequest) -> Result<$crate::store::RequestCreated, $crate::store::StoreError> {
+                use chrono::SubsecRound;
+                use $crate::store::rows::{RequestRow, REQUEST_COLUMNS};
+                use $crate::store::{RequestCreated, StoreError, StoredRequest};
+                let now = new.now.trunc_subsecs(6);
+                let r = &new.request;
+                let body = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
+                if let Some(idem) = &new.idempotency {
+                    let earlier: Option<RequestRow> = sqlx::query_as(&format!(
+                        "SELECT {REQUEST_COLUMNS} FROM access_requests WHERE submitted_by_id = $1 AND idempotency_key = $2"
+                    ))
+                    .bind(&r.submitted_by.id)
+                    .bind(&idem.key)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                    if let Some(row) = earlier {
+                        if row.idempotency_hash.as_deref() != Some(idem.body_hash.as_str()) {
+                            return Err(StoreError::Unprocessable(format!(
+                                "Idempotency-Key {:?} was used before with another body: use a new key for a new request",
+                                idem.key
+                            )));
+                        }
+                        return Ok(RequestCreated::Replayed(StoredRequest::try_from(row)?));
+                    }
+                }
+                sqlx::query(
+                    "INSERT INTO access_requests (id, status, requestor_id, submitted_by_id, body, version, idempotency_key, idempotency_hash, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $8)",
+                )
+                .bind(&r.id)
+                .bind(r.status.as_str())
+                .bind(&r.requestor.id)
+                .bind(&r.submitted_by.id)
+                .bind(&body)
+                .bind(new.idempotency.as_ref().map(|i| i.key.clone()))
+                .bind(new.idempotency.as_ref().map(|i| i.body_hash.clone()))
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| $crate::store::sql::unique_violation_as(e, || StoreError::Conflict("a request with this Idempotency-Key is being created right now; retry".into())))?;
+                for vm in &r.virtual_machines {
+                    sqlx::query(
+                        "INSERT INTO access_request_vms (request_id, vm_key, subscription_key, resource_group_key) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&r.id)
+                    .bind(vm.vm.key())
+                    .bind(vm.vm.subscription().to_ascii_lowercase())
+                    .bind(vm.vm.resource_group().to_ascii_lowercase())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                }
+                if let Some(job) = &new.job {
+                    Self::insert_job(&mut tx, job).await?;
+                }
+                Self::append_audit(&mut tx, new.event, now).await?;
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(RequestCreated::Created(StoredRequest { request: new.request, version: 1 }))
+            }
+
+            async fn get_request(&self, id: &str) -> Result<Option<$crate::store::StoredRequest>, $crate::store::StoreError> {
+                use $crate::store::rows::{RequestRow, REQUEST_COLUMNS};
+                let row: Option<RequestRow> = sqlx::query_as(&format!("SELECT {REQUEST_COLUMNS} FROM access_requests WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn update_request(&self, update: $crate::store::RequestUpdate) -> Result<bool, $crate::store::StoreError> {
+                use chrono::SubsecRound;
+                use $crate::store::StoreError;
+                let now = update.now.trunc_subsecs(6);
+                let r = &update.request;
+                let body = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
+                let done = sqlx::query(
+                    "UPDATE access_requests SET status = $1, body = $2, version = version + 1, updated_at = $3 WHERE id = $4 AND version = $5",
+                )
+                .bind(r.status.as_str())
+                .bind(&body)
+                .bind(now)
+                .bind(&r.id)
+                .bind(update.expected_version)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?
+                .rows_affected();
+                if done == 0 {
+                    return Ok(false);
+                }
+                if let Some(job) = &update.job {
+                    Self::insert_job(&mut tx, job).await?;
+                }
+                Self::append_audit(&mut tx, update.event, now).await?;
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(true)
+            }
+
+            async fn list_requests(
+                &self,
+                filter: &$crate::store::RequestFilter,
+                page: &$crate::store::PageRequest,
+            ) -> Result<$crate::store::Page<$crate::store::StoredRequest>, $crate::store::StoreError> {
+                use $crate::store::rows::RequestRow;
+                use $crate::store::{Page, StoreError, StoredRequest};
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT r.body, r.version, r.idempotency_hash FROM access_requests r WHERE 1 = 1");
+                if let Some(status) = filter.status {
+                    q.push(" AND r.status = ").push_bind(status.as_str());
+                }
+                if let Some(requestor) = &filter.requestor {
+                    q.push(" AND r.requestor_id = ").push_bind(requestor.clone());
+                }
+                if let Some(who) = &filter.involving {
+                    q.push(" AND (r.requestor_id = ").push_bind(who.clone()).push(" OR r.submitted_by_id = ").push_bind(who.clone()).push(")");
+                }
+                if let Some(vm_key) = &filter.vm_key {
+                    q.push(" AND EXISTS (SELECT 1 FROM access_request_vms x WHERE x.request_id = r.id AND x.vm_key = ").push_bind(vm_key.clone()).push(")");
+                }
+                if let Some((who, scopes)) = &filter.visible_to {
+                    q.push(" AND (r.requestor_id = ").push_bind(who.clone()).push(" OR r.submitted_by_id = ").push_bind(who.clone());
+                    q.push(" OR EXISTS (SELECT 1 FROM access_request_vms v WHERE v.request_id = r.id");
+                    Self::push_within(&mut q, "v.", scopes);
+                    q.push("))");
+                }
+                // Newest first: ids are UUIDv7, ordered by creation time.
+                if let Some(after) = &page.after {
+                    q.push(" AND r.id < ").push_bind(after.clone());
+                }
+                q.push(" ORDER BY r.id DESC LIMIT ").push_bind(i64::from(page.limit) + 1);
+                let rows: Vec<RequestRow> = q.build_query_as().fetch_all(self.reader()).await.map_err(StoreError::from_sqlx)?;
+                let items = rows.into_iter().map(StoredRequest::try_from).collect::<Result<Vec<_>, _>>()?;
+                Ok(Page::from_overfetch(items, page.limit, |r| r.request.id.clone()))
+            }
+
             async fn audit_events_after(
                 &self,
                 after: i64,
@@ -726,6 +871,18 @@ macro_rules! impl_sql_store {
                 .execute(&mut **tx)
                 .await
                 .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(())
+            }
+
+            async fn insert_job(tx: &mut sqlx::Transaction<'_, $db>, job: &$crate::store::NewJob) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("INSERT INTO jobs (kind, subject, payload, run_after, created_at) VALUES ($1, $2, $3, $4, $4)")
+                    .bind(job.kind)
+                    .bind(&job.subject)
+                    .bind(job.payload.to_string())
+                    .bind(job.run_after)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
                 Ok(())
             }
 
