@@ -9,6 +9,7 @@ use crate::auth::dev::DevKey;
 use crate::auth::{jwks, JwksCache, TokenValidator};
 use crate::config::{redact_url, ArmCredentialKind, ArmMode, AuthConfig, Config, DatabaseUrl};
 use crate::dispatch::enforce::Enforcer;
+use crate::dispatch::grants::Grants;
 use crate::dispatch::Dispatcher;
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
@@ -119,10 +120,9 @@ pub async fn arm_for_sim(config: &Config, sim: Sim, token: &str) -> anyhow::Resu
 pub fn dispatcher(config: &Config, store: DynStore, arm: &Arm) -> Dispatcher {
     let writer = NsgWriter::new(arm.client.clone(), config.rule_priority_base);
     let inventory = inventory(config, store.clone(), arm);
-    Dispatcher::new(
-        store.clone(),
-        Enforcer::new(store, arm.client.clone(), writer, inventory),
-    )
+    let enforcer = Enforcer::new(store.clone(), arm.client.clone(), writer.clone(), inventory);
+    let grants = Grants::new(store.clone(), arm.client.clone(), writer);
+    Dispatcher::new(store, enforcer, grants)
 }
 
 /// The inventory of the configured subscriptions (in `sim` mode, by default, the demo one).

@@ -65,9 +65,53 @@ impl<S: Send + Sync> FromRequestParts<S> for VmPath {
     }
 }
 
+/// The address a request comes from: the TCP peer, unless the peer is one of our trusted
+/// proxies, in which case the right-most `X-Forwarded-For` entry that is not itself a trusted
+/// proxy (entries further left are whatever the client chose to send).
+pub fn client_address(peer: std::net::IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|part| part.trim().parse().ok())
+        .collect();
+    forwarded.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer)
+}
+
 /// A JSON body, checked for content type and size but not yet parsed, so that a handler can
 /// authorise the caller before telling them what is wrong with their input.
 pub struct JsonBody(Bytes);
+
+/// An optional JSON body (`POST .../approve` with or without `{ "comment": ... }`): absent when
+/// the request has no body and no content type.
+impl<S: Send + Sync> axum::extract::OptionalFromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> ApiResult<Option<JsonBody>> {
+        let no_type = req.headers().get(header::CONTENT_TYPE).is_none();
+        let no_length = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| v.trim() == "0");
+        if no_type && no_length {
+            return Ok(None);
+        }
+        <JsonBody as FromRequest<S>>::from_request(req, state).await.map(Some)
+    }
+}
+
+impl JsonBody {
+    /// The body as sent (for hashing it under an idempotency key).
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
@@ -261,5 +305,33 @@ mod tests {
         assert!(page_request(Some(0), None).is_err());
         assert!(page_request(Some(1001), None).is_err());
         assert_eq!(page_request(None, None).unwrap().limit, 100);
+    }
+}
+
+#[cfg(test)]
+mod client_address_tests {
+    use super::client_address;
+    use axum::http::HeaderMap;
+
+    fn headers(xff: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", xff.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
+        let trusted = vec!["10.0.0.0/24".parse().unwrap()];
+        let spoofed = headers("198.51.100.1");
+        assert_eq!(client_address("203.0.113.9".parse().unwrap(), &spoofed, &trusted), "203.0.113.9".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(client_address("10.0.0.5".parse().unwrap(), &spoofed, &trusted), "198.51.100.1".parse::<std::net::IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn the_right_most_untrusted_entry_wins_over_what_the_client_prepended() {
+        let trusted = vec!["10.0.0.0/24".parse().unwrap()];
+        let chain = headers("6.6.6.6, 203.0.113.7, 10.0.0.9");
+        assert_eq!(client_address("10.0.0.5".parse().unwrap(), &chain, &trusted), "203.0.113.7".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(client_address("10.0.0.5".parse().unwrap(), &HeaderMap::new(), &trusted), "10.0.0.5".parse::<std::net::IpAddr>().unwrap());
     }
 }

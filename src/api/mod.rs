@@ -7,6 +7,7 @@ pub mod me;
 mod middleware;
 pub mod ops;
 pub mod policies;
+pub mod requests;
 pub mod role_assignments;
 pub mod vms;
 
@@ -83,6 +84,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(me::router())
         .merge(role_assignments::router())
         .merge(vms::router())
+        .merge(requests::router())
         .merge(ops::router())
 }
 

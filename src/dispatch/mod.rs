@@ -3,8 +3,10 @@
 //! whose replica died is taken again when its lease runs out.
 
 pub mod enforce;
+pub mod grants;
 
-use crate::store::{DynStore, Job, JOB_ENFORCE_POLICY};
+use crate::store::{DynStore, Job, JOB_ACTIVATE_REQUEST, JOB_CLOSE_REQUEST, JOB_ENFORCE_POLICY};
+use grants::Grants;
 use chrono::Utc;
 use enforce::Enforcer;
 use std::sync::Arc;
@@ -31,15 +33,17 @@ pub enum JobOutcome {
 pub struct Dispatcher {
     store: DynStore,
     enforcer: Arc<Enforcer>,
+    grants: Arc<Grants>,
     owner: String,
     wake: Arc<Notify>,
 }
 
 impl Dispatcher {
-    pub fn new(store: DynStore, enforcer: Enforcer) -> Dispatcher {
+    pub fn new(store: DynStore, enforcer: Enforcer, grants: Grants) -> Dispatcher {
         Dispatcher {
             store,
             enforcer: Arc::new(enforcer),
+            grants: Arc::new(grants),
             owner: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
             wake: Arc::new(Notify::new()),
         }
@@ -60,10 +64,16 @@ impl Dispatcher {
         loop {
             let claimed = self.run_due().await;
             if claimed == 0 {
+                // Sleep until the next job falls due (a grant's end, say), or a new one is
+                // queued here, or POLL has passed (other replicas queue jobs too).
+                let pause = match self.store.next_job_due().await {
+                    Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(POLL),
+                    _ => POLL,
+                };
                 tokio::select! {
                     _ = &mut shutdown => return,
                     _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(POLL) => {}
+                    _ = tokio::time::sleep(pause) => {}
                 }
             }
         }
@@ -97,6 +107,8 @@ impl Dispatcher {
     async fn run_one(&self, job: Job) {
         let outcome = match job.kind.as_str() {
             JOB_ENFORCE_POLICY => self.enforcer.enforce_job(&job).await,
+            JOB_ACTIVATE_REQUEST => self.grants.activate_job(&job).await,
+            JOB_CLOSE_REQUEST => self.grants.close_job(&job).await,
             other => {
                 tracing::error!(kind = other, id = job.id, "unknown job kind; dropping it");
                 JobOutcome::Done

@@ -250,6 +250,20 @@ impl fmt::Display for Scope {
     }
 }
 
+/// On the wire and in stored JSON a VM is its ARM id as written.
+impl serde::Serialize for VmId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for VmId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        VmId::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,16 +335,3 @@ mod tests {
     }
 }
 
-/// On the wire and in stored JSON a VM is its ARM id as written.
-impl serde::Serialize for VmId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for VmId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        VmId::parse(&raw).map_err(serde::de::Error::custom)
-    }
-}

@@ -240,6 +240,24 @@ pub fn add_assigned_roles(caller: &mut Caller, assignments: Vec<RoleAssignment>)
     }
 }
 
+/// The user a bot acts for, as far as the service can know them without their token: their
+/// object id and the roles of the stored assignments made to them directly. (A token would also
+/// carry their app roles and groups; a bot's request cannot.)
+pub fn absent_user(oid: &str, assignments: Vec<RoleAssignment>) -> Caller {
+    let mut user = Caller {
+        principal: crate::domain::Principal {
+            id: oid.to_string(),
+            name: oid.to_string(),
+        },
+        kind: CallerKind::User,
+        roles: vec![],
+        groups: vec![],
+        groups_overage: false,
+    };
+    add_assigned_roles(&mut user, assignments);
+    user
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -126,6 +126,9 @@ pub trait Store: Send + Sync + 'static {
         error: &str,
     ) -> Result<bool, StoreError>;
 
+    /// When the earliest unclaimed job falls due (one indexed row, not a scan).
+    async fn next_job_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
     /// Jobs not yet finished (for operations and tests).
     async fn pending_jobs(&self) -> Result<Vec<Job>, StoreError>;
 
@@ -407,6 +410,10 @@ pub struct VmFilter {
 
 /// Bring a request's approved access into ARM (allow rules, DNAT rules).
 pub const JOB_ACTIVATE_REQUEST: &str = "request.activate";
+
+/// Take out the allow rules of a request's ports whose end has come (or of all its ports,
+/// once revoked).
+pub const JOB_CLOSE_REQUEST: &str = "request.close";
 
 /// A job to queue in the same transaction as a change.
 #[derive(Debug, Clone, PartialEq)]

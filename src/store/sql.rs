@@ -581,6 +581,15 @@ macro_rules! impl_sql_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn next_job_due(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, $crate::store::StoreError> {
+                let next: Option<(chrono::DateTime<chrono::Utc>,)> =
+                    sqlx::query_as("SELECT run_after FROM jobs WHERE lease_owner IS NULL ORDER BY run_after LIMIT 1")
+                        .fetch_optional(self.reader())
+                        .await
+                        .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(next.map(|(at,)| at))
+            }
+
             async fn pending_jobs(&self) -> Result<Vec<$crate::store::Job>, $crate::store::StoreError> {
                 use $crate::store::rows::{JobRow, JOB_COLUMNS};
                 let rows: Vec<JobRow> = sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY id"))

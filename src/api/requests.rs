@@ -1,0 +1,489 @@
+//! `/v1/access-requests`: asking for access, deciding on it, and following it.
+//!
+//! A bot (an app-only token with `Jit.Bot`) may submit and cancel for a user named by
+//! `onBehalfOf`; whether the user may have the access is then decided by the user's stored
+//! role assignments, and the request records both the user (requestor) and the bot
+//! (submittedBy).
+
+use super::error::{ApiError, ApiResult, Problem};
+use super::extract::{client_address, encode_cursor, page_request, JsonBody, QueryParams};
+use super::AppState;
+use crate::audit::NewAuditEvent;
+use crate::auth::Caller;
+use crate::domain::request::{
+    AccessRequest, Decision, Event, PortStatus, RequestContext, RequestDraft, RequestStatus, StatusReason, TransitionError,
+};
+use crate::domain::{FieldErrors, Principal, Scope, VmId};
+use crate::rbac::{self, Action, Visibility};
+use crate::store::{Idempotency, NewJob, NewRequest, RequestCreated, RequestFilter, RequestUpdate, StoredRequest, JOB_ACTIVATE_REQUEST};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(submit, list))
+        .routes(routes!(get_request))
+        .routes(routes!(approve))
+        .routes(routes!(deny))
+        .routes(routes!(cancel))
+}
+
+// ---- the wire shape ----
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessRequestResource {
+    pub id: String,
+    pub status: RequestStatus,
+    pub requestor: Principal,
+    pub submitted_by: Principal,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub start_time_utc: Option<DateTime<Utc>>,
+    pub required_approvals: u8,
+    pub approvals: Vec<Decision>,
+    pub virtual_machines: Vec<RequestedVmResource>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestedVmResource {
+    pub id: String,
+    pub ports: Vec<RequestedPortResource>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestedPortResource {
+    pub number: u16,
+    pub protocol: String,
+    pub allowed_source_address_prefix: String,
+    /// ISO 8601.
+    pub duration: String,
+    /// Counted from activation; null until then.
+    pub end_time_utc: Option<DateTime<Utc>>,
+    pub status: PortStatus,
+    #[schema(value_type = String)]
+    pub status_reason: StatusReason,
+}
+
+impl From<AccessRequest> for AccessRequestResource {
+    fn from(r: AccessRequest) -> Self {
+        AccessRequestResource {
+            id: r.id,
+            status: r.status,
+            requestor: r.requestor,
+            submitted_by: r.submitted_by,
+            justification: r.justification,
+            created_at: r.created_at,
+            start_time_utc: r.start_time_utc,
+            required_approvals: r.required_approvals,
+            approvals: r.approvals,
+            virtual_machines: r
+                .virtual_machines
+                .into_iter()
+                .map(|vm| RequestedVmResource {
+                    id: vm.vm.as_str().to_string(),
+                    ports: vm
+                        .ports
+                        .into_iter()
+                        .map(|p| RequestedPortResource {
+                            number: p.number.get(),
+                            protocol: p.protocol.to_string(),
+                            allowed_source_address_prefix: p.source.to_string(),
+                            duration: p.duration.to_string(),
+                            end_time_utc: p.end_time_utc,
+                            status: p.status,
+                            status_reason: p.status_reason,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessRequestList {
+    pub items: Vec<AccessRequestResource>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct ListRequestsQuery {
+    pub status: Option<String>,
+    /// A VM's ARM id.
+    pub vm_id: Option<String>,
+    /// The requestor's object id.
+    pub requestor: Option<String>,
+    /// Only the caller's own requests (made, or submitted for someone).
+    pub mine: Option<bool>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApproveBody {
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReasonBody {
+    pub reason: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct RequestIdParam {
+    /// The request's id.
+    id: String,
+}
+
+// ---- helpers ----
+
+fn request_event(event_type: &'static str, actor: &Principal, request: &AccessRequest) -> NewAuditEvent {
+    NewAuditEvent {
+        event_type,
+        actor: actor.clone(),
+        resource_id: request.virtual_machines.first().map(|v| v.vm.as_str().to_string()).unwrap_or_default(),
+        request_id: Some(request.id.clone()),
+        data: serde_json::to_value(AccessRequestResource::from(request.clone())).unwrap_or_default(),
+    }
+}
+
+fn activation_job(request: &AccessRequest, now: DateTime<Utc>) -> Option<NewJob> {
+    (request.status == RequestStatus::Approved).then(|| NewJob {
+        kind: JOB_ACTIVATE_REQUEST,
+        subject: request.id.clone(),
+        payload: serde_json::json!({ "requestId": request.id }),
+        run_after: now,
+    })
+}
+
+fn scopes_of(request: &AccessRequest) -> Vec<Scope> {
+    request.virtual_machines.iter().map(|v| Scope::Vm(v.vm.clone())).collect()
+}
+
+/// Whether `caller` made the request or submitted it for someone.
+fn involved(caller: &Caller, request: &AccessRequest) -> bool {
+    caller.principal.id == request.requestor.id || caller.principal.id == request.submitted_by.id
+}
+
+/// `action` must hold at every VM of the request.
+fn authorize_all(caller: &Caller, action: Action, request: &AccessRequest) -> ApiResult<()> {
+    for scope in scopes_of(request) {
+        rbac::authorize(caller, action, &scope)?;
+    }
+    Ok(())
+}
+
+async fn load(state: &AppState, id: &str) -> ApiResult<StoredRequest> {
+    state
+        .store
+        .get_request(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no access request {id:?}")))
+}
+
+fn transition_error(e: TransitionError) -> ApiError {
+    match e {
+        TransitionError::WrongState { .. } => ApiError::Conflict(e.to_string()),
+        TransitionError::NotAllowed(why) => ApiError::Forbidden(why),
+    }
+}
+
+/// Applies the event `decide` chooses to the request, as the caller, writing it with its
+/// audit event and job; re-reads and tries again when someone else wrote it meanwhile.
+async fn change(
+    state: &AppState,
+    id: &str,
+    caller: &Caller,
+    event_type: &'static str,
+    decide: impl Fn(&AccessRequest) -> ApiResult<Event>,
+) -> ApiResult<AccessRequest> {
+    for _ in 0..5 {
+        let stored = load(state, id).await?;
+        let event = decide(&stored.request)?;
+        let next = stored.request.apply(event).map_err(transition_error)?;
+        let now = Utc::now();
+        let job = if stored.request.status != RequestStatus::Approved { activation_job(&next, now) } else { None };
+        let written = state
+            .store
+            .update_request(RequestUpdate {
+                event: request_event(event_type, &caller.principal, &next),
+                request: next.clone(),
+                expected_version: stored.version,
+                job: job.clone(),
+                now,
+            })
+            .await?;
+        if written {
+            if job.is_some() {
+                state.wake_dispatch();
+            }
+            return Ok(next);
+        }
+    }
+    Err(ApiError::Conflict(format!("access request {id:?} is being changed by others right now; try again")))
+}
+
+// ---- handlers ----
+
+/// Ask for access to ports of one or more VMs.
+///
+/// Each port must be in the VM's policy, the duration within its maximum (default: the
+/// maximum), and the source inside the allowed prefixes (default: the caller's address). With
+/// `Idempotency-Key`, a retry of the same body returns the request made first (200); the same
+/// key with another body is a 422.
+#[utoipa::path(
+    post,
+    path = "/v1/access-requests",
+    tag = "access requests",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the request made first")),
+    request_body = RequestDraft,
+    responses(
+        (status = 201, description = "Created", body = AccessRequestResource),
+        (status = 200, description = "A retry with the same Idempotency-Key and body", body = AccessRequestResource),
+        (status = 400, description = "Invalid request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "No Jit.Requester at a VM's scope (or, with onBehalfOf, no Jit.Bot, or the user has none)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn submit(
+    State(state): State<AppState>,
+    caller: Caller,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> ApiResult<Response> {
+    let body_hash = hex::encode(Sha256::digest(body.bytes()));
+    let draft: RequestDraft = body.parse()?;
+    let vms: Vec<VmId> = draft.virtual_machines.iter().filter_map(|v| VmId::parse(&v.id).ok()).collect();
+    let (requestor, caller_address) = match draft.on_behalf_of.as_deref().map(str::trim) {
+        None => (caller.clone(), Some(client_address(peer.ip(), &headers, &state.config.trusted_proxies))),
+        Some("") => return Err(FieldErrors::single("onBehalfOf", "must be a user's object id").into()),
+        Some(oid) => {
+            let oid = crate::rbac::assignment::normalize_principal_id(oid);
+            let assignments = state.store.role_assignments_for(std::slice::from_ref(&oid)).await?;
+            (rbac::absent_user(&oid, assignments), None)
+        }
+    };
+    for vm in &vms {
+        if draft.on_behalf_of.is_some() {
+            rbac::authorize_vm(&caller, Action::SubmitOnBehalfOf, vm)?;
+        }
+        rbac::authorize_vm(&requestor, Action::SubmitRequest, vm)?;
+    }
+    let mut policies = HashMap::new();
+    for vm in &vms {
+        if let Some(p) = state.store.get_policy(vm).await? {
+            policies.insert(vm.key().to_string(), p.policy);
+        }
+    }
+    let now = Utc::now();
+    let ctx = RequestContext {
+        policies: &policies,
+        caller_address,
+        limits: &state.config.durations,
+        now,
+    };
+    let id = uuid::Uuid::now_v7().to_string();
+    let request = AccessRequest::new(id, draft, requestor.principal.clone(), caller.principal.clone(), &ctx)?;
+    let idempotency = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v.to_str().ok().map(str::trim).filter(|k| !k.is_empty() && k.len() <= 200);
+            let key = key.ok_or_else(|| ApiError::BadRequest("Idempotency-Key must be 1 to 200 visible characters".into()))?;
+            Some(Idempotency { key: key.to_string(), body_hash })
+        }
+    };
+    let created = state
+        .store
+        .create_request(NewRequest {
+            event: request_event("request.created", &caller.principal, &request),
+            job: activation_job(&request, now),
+            request,
+            idempotency,
+            now,
+        })
+        .await?;
+    let (status, stored) = match created {
+        RequestCreated::Created(r) => (StatusCode::CREATED, r),
+        RequestCreated::Replayed(r) => (StatusCode::OK, r),
+    };
+    if stored.request.status == RequestStatus::Approved {
+        state.wake_dispatch();
+    }
+    let location = HeaderValue::from_str(&format!("/v1/access-requests/{}", stored.request.id)).ok();
+    let mut response = (status, Json(AccessRequestResource::from(stored.request))).into_response();
+    if let Some(l) = location {
+        response.headers_mut().insert(header::LOCATION, l);
+    }
+    Ok(response)
+}
+
+/// Read one request: its requestor, its bot, and approvers and readers in scope may.
+#[utoipa::path(
+    get,
+    path = "/v1/access-requests/{id}",
+    tag = "access requests",
+    params(RequestIdParam),
+    responses(
+        (status = 200, description = "The request", body = AccessRequestResource),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Neither involved nor a reader in scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn get_request(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<AccessRequestResource>> {
+    let stored = load(&state, &id).await?;
+    if !involved(&caller, &stored.request) {
+        authorize_all(&caller, Action::ReadAnyRequest, &stored.request)?;
+    }
+    Ok(Json(stored.request.into()))
+}
+
+/// List requests, newest first: your own, and those on VMs where you may read others'.
+#[utoipa::path(
+    get,
+    path = "/v1/access-requests",
+    tag = "access requests",
+    params(ListRequestsQuery),
+    responses(
+        (status = 200, description = "A page of requests", body = AccessRequestList),
+        (status = 400, description = "Invalid filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn list(State(state): State<AppState>, caller: Caller, QueryParams(q): QueryParams<ListRequestsQuery>) -> ApiResult<Json<AccessRequestList>> {
+    let mut errors = FieldErrors::new();
+    let status = q.status.as_deref().and_then(|s| errors.take("status", RequestStatus::parse(s)));
+    let vm_key = q.vm_id.as_deref().and_then(|v| errors.take("vmId", VmId::parse(v))).map(|v| v.key().to_string());
+    errors.finish(|| ())?;
+    let page = page_request(q.limit, q.cursor.as_deref())?;
+    let filter = RequestFilter {
+        status,
+        vm_key,
+        requestor: q.requestor,
+        involving: q.mine.unwrap_or(false).then(|| caller.principal.id.clone()),
+        visible_to: match rbac::visible_scopes(&caller, Action::ReadAnyRequest) {
+            Visibility::Everywhere => None,
+            Visibility::Within(scopes) => Some((caller.principal.id.clone(), scopes)),
+        },
+    };
+    let page = state.store.list_requests(&filter, &page).await?;
+    Ok(Json(AccessRequestList {
+        items: page.items.into_iter().map(|s| s.request.into()).collect(),
+        next_cursor: encode_cursor(page.next_after),
+    }))
+}
+
+/// Approve a pending request (Jit.Approver at every VM of it; never your own).
+#[utoipa::path(
+    post,
+    path = "/v1/access-requests/{id}/approve",
+    tag = "access requests",
+    params(RequestIdParam),
+    request_body = ApproveBody,
+    responses(
+        (status = 200, description = "The request after the approval", body = AccessRequestResource),
+        (status = 403, description = "Not an approver in scope, or your own request", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not pending", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn approve(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, body: Option<JsonBody>) -> ApiResult<Json<AccessRequestResource>> {
+    let body: ApproveBody = body.map(|b| b.parse()).transpose()?.unwrap_or_default();
+    let next = change(&state, &id, &caller, "request.approved", |request| {
+        authorize_all(&caller, Action::DecideRequest, request)?;
+        Ok(Event::Approve {
+            by: caller.principal.clone(),
+            comment: body.comment.clone(),
+            at: Utc::now(),
+        })
+    })
+    .await?;
+    Ok(Json(next.into()))
+}
+
+/// Deny a pending request (Jit.Approver at every VM of it).
+#[utoipa::path(
+    post,
+    path = "/v1/access-requests/{id}/deny",
+    tag = "access requests",
+    params(RequestIdParam),
+    request_body = ReasonBody,
+    responses(
+        (status = 200, description = "The denied request", body = AccessRequestResource),
+        (status = 403, description = "Not an approver in scope, or your own request", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not pending", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn deny(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, body: Option<JsonBody>) -> ApiResult<Json<AccessRequestResource>> {
+    let body: ReasonBody = body.map(|b| b.parse()).transpose()?.unwrap_or_default();
+    let next = change(&state, &id, &caller, "request.denied", |request| {
+        authorize_all(&caller, Action::DecideRequest, request)?;
+        Ok(Event::Deny {
+            by: caller.principal.clone(),
+            reason: body.reason.clone(),
+            at: Utc::now(),
+        })
+    })
+    .await?;
+    Ok(Json(next.into()))
+}
+
+/// Cancel a pending request: its requestor, or the bot that submitted it.
+#[utoipa::path(
+    post,
+    path = "/v1/access-requests/{id}/cancel",
+    tag = "access requests",
+    params(RequestIdParam),
+    responses(
+        (status = 200, description = "The cancelled request", body = AccessRequestResource),
+        (status = 403, description = "Not the requestor nor its bot", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not pending", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn cancel(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<AccessRequestResource>> {
+    let next = change(&state, &id, &caller, "request.cancelled", |request| {
+        if !involved(&caller, request) {
+            return Err(ApiError::Forbidden(format!(
+                "{} may not cancel this request: only its requestor, or the bot that submitted it, may",
+                caller.principal.name
+            )));
+        }
+        Ok(Event::Cancel { at: Utc::now() })
+    })
+    .await?;
+    Ok(Json(next.into()))
+}

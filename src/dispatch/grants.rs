@@ -1,0 +1,214 @@
+//! Opening and closing access in ARM: the allow rules of an approved request's ports (one per
+//! port and source, above the VM's deny rule, in each of the VM's NSGs), and their removal
+//! when each port's `endTimeUtc` passes. Both are outbox jobs, so a crash in between loses
+//! nothing: the job is taken again, and every step is idempotent (rules are named for what they
+//! grant, so writing one twice changes nothing).
+
+use super::enforce::{deny_rule_name, system};
+use super::{JobOutcome, MAX_ATTEMPTS};
+use crate::arm::client::ArmClient;
+use crate::arm::discovery;
+use crate::arm::nsg_writer::{NsgWriter, RuleChange, WriteError, RULE_PREFIX};
+use crate::audit::NewAuditEvent;
+use crate::domain::request::{AccessRequest, Event, RequestStatus, RequestedPort};
+use crate::domain::{Protocol, VmId};
+use crate::store::{DynStore, Job, NewJob, RequestUpdate, JOB_CLOSE_REQUEST};
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+pub struct Grants {
+    store: DynStore,
+    client: ArmClient,
+    writer: NsgWriter,
+}
+
+/// The allow rule of one port of one request: stable, so that a retried job finds its own
+/// rule, and recognisably ours.
+pub fn allow_rule_name(request_id: &str, vm: &VmId, port: &RequestedPort) -> String {
+    let digest = Sha256::digest(format!("{request_id}|{}|{}|{}", vm.key(), port.number, port.source).as_bytes());
+    format!("{RULE_PREFIX}allow-{}-{}", port.number, &hex::encode(digest)[..16])
+}
+
+fn arm_protocol(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "Tcp",
+        Protocol::Udp => "Udp",
+        Protocol::Any => "*",
+    }
+}
+
+/// The job that closes a request's ports whose end has come, at `at`.
+pub fn close_job(request_id: &str, at: DateTime<Utc>) -> NewJob {
+    NewJob {
+        kind: JOB_CLOSE_REQUEST,
+        subject: request_id.to_string(),
+        payload: serde_json::json!({ "requestId": request_id }),
+        run_after: at,
+    }
+}
+
+impl Grants {
+    pub fn new(store: DynStore, client: ArmClient, writer: NsgWriter) -> Grants {
+        Grants { store, client, writer }
+    }
+
+    /// Opens an approved request's ports, then marks it active (or failed, with ARM's reason).
+    pub async fn activate_job(&self, job: &Job) -> JobOutcome {
+        let Some(id) = job.payload["requestId"].as_str() else {
+            return JobOutcome::Done;
+        };
+        let stored = match self.store.get_request(id).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return JobOutcome::Done,
+            Err(e) => return JobOutcome::Retry(format!("reading the request: {e}")),
+        };
+        if stored.request.status != RequestStatus::Approved {
+            return JobOutcome::Done; // activated already, or cancelled meanwhile
+        }
+        let event = match self.open(&stored.request).await {
+            Ok(()) => Event::Activated { at: Utc::now() },
+            Err(Failure::Transient(why)) if job.attempts < MAX_ATTEMPTS => return JobOutcome::Retry(why),
+            Err(Failure::Transient(why)) | Err(Failure::Final(why)) => Event::ActivationFailed { reason: why },
+        };
+        let Ok(next) = stored.request.apply(event) else {
+            return JobOutcome::Done;
+        };
+        let now = Utc::now();
+        let close = next.end_times().iter().map(|(_, _, end)| *end).min().map(|end| close_job(&next.id, end));
+        let event_type = if next.status == RequestStatus::Active { "request.activated" } else { "request.failed" };
+        self.write(next, stored.version, event_type, close, now).await
+    }
+
+    /// Closes the ports of an active request whose end has come; the request expires with
+    /// its last port. Queues itself again for the next port's end.
+    pub async fn close_job(&self, job: &Job) -> JobOutcome {
+        let Some(id) = job.payload["requestId"].as_str() else {
+            return JobOutcome::Done;
+        };
+        let stored = match self.store.get_request(id).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return JobOutcome::Done,
+            Err(e) => return JobOutcome::Retry(format!("reading the request: {e}")),
+        };
+        let request = &stored.request;
+        let now = Utc::now();
+        // Revoked requests close every port at once; active ones those whose time has come.
+        let due: Vec<(VmId, RequestedPort)> = request
+            .virtual_machines
+            .iter()
+            .flat_map(|vm| vm.ports.iter().map(move |p| (vm.vm.clone(), p.clone())))
+            .filter(|(_, p)| request.status != RequestStatus::Active || p.end_time_utc.is_some_and(|end| end <= now))
+            .collect();
+        if let Err(Failure::Transient(why) | Failure::Final(why)) = self.close(request, &due).await {
+            return JobOutcome::Retry(why);
+        }
+        if request.status != RequestStatus::Active {
+            return JobOutcome::Done;
+        }
+        let next = request.expire_ports_until(now);
+        if next == *request {
+            return JobOutcome::Done;
+        }
+        let later = next
+            .end_times()
+            .iter()
+            .map(|(_, _, end)| *end)
+            .filter(|end| *end > now)
+            .min()
+            .map(|end| close_job(&next.id, end));
+        let event_type = if next.status == RequestStatus::Expired { "request.expired" } else { "request.portsExpired" };
+        self.write(next, stored.version, event_type, later, now).await
+    }
+
+    async fn write(&self, next: AccessRequest, version: i64, event_type: &'static str, job: Option<NewJob>, now: DateTime<Utc>) -> JobOutcome {
+        let event = NewAuditEvent {
+            event_type,
+            actor: system(),
+            resource_id: next.virtual_machines.first().map(|v| v.vm.as_str().to_string()).unwrap_or_default(),
+            request_id: Some(next.id.clone()),
+            data: serde_json::to_value(&next).unwrap_or_default(),
+        };
+        match self
+            .store
+            .update_request(RequestUpdate {
+                request: next,
+                expected_version: version,
+                event,
+                job,
+                now,
+            })
+            .await
+        {
+            Ok(true) => JobOutcome::Done,
+            // Someone changed the request meanwhile (a revoke): run again on what it is now.
+            Ok(false) => JobOutcome::Retry("the request changed while its job ran".into()),
+            Err(e) => JobOutcome::Retry(format!("recording the outcome: {e}")),
+        }
+    }
+
+    /// Writes every port's allow rule into every NSG of its VM.
+    async fn open(&self, request: &AccessRequest) -> Result<(), Failure> {
+        for vm in &request.virtual_machines {
+            let network = discovery::discover_vm(&self.client, vm.vm.as_str()).await.map_err(Failure::arm)?;
+            if network.network_security_groups.is_empty() {
+                return Err(Failure::Final(format!("{} has no NSG to open a port in", vm.vm.name())));
+            }
+            for port in &vm.ports {
+                let change = RuleChange::Allow {
+                    name: allow_rule_name(&request.id, &vm.vm, port),
+                    port: port.number.get(),
+                    protocol: arm_protocol(port.protocol).into(),
+                    sources: vec![port.source.to_string()],
+                    destinations: network.private_ip_addresses.clone(),
+                    deny_rule: deny_rule_name(&vm.vm),
+                    description: format!("jitgate access request {} for {}", request.id, request.requestor.name),
+                };
+                for nsg in &network.network_security_groups {
+                    self.writer.apply(&nsg.id, change.clone()).await.map_err(Failure::write)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the allow rules of `ports`.
+    async fn close(&self, request: &AccessRequest, ports: &[(VmId, RequestedPort)]) -> Result<(), Failure> {
+        for (vm, port) in ports {
+            let network = match discovery::discover_vm(&self.client, vm.as_str()).await {
+                Ok(n) => n,
+                Err(e) if e.is_not_found() => continue, // the VM is gone, and its rules' purpose with it
+                Err(e) => return Err(Failure::arm(e)),
+            };
+            let change = RuleChange::Remove {
+                name: allow_rule_name(&request.id, vm, port),
+            };
+            for nsg in &network.network_security_groups {
+                self.writer.apply(&nsg.id, change.clone()).await.map_err(Failure::write)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Failure {
+    Transient(String),
+    Final(String),
+}
+
+impl Failure {
+    fn arm(e: crate::arm::client::ArmError) -> Failure {
+        if e.is_transient() {
+            Failure::Transient(e.to_string())
+        } else {
+            Failure::Final(e.to_string())
+        }
+    }
+
+    fn write(e: WriteError) -> Failure {
+        match e {
+            WriteError::Arm(e) => Failure::arm(e),
+            WriteError::TooManyConflicts(_) => Failure::Transient(e.to_string()),
+            other => Failure::Final(other.to_string()),
+        }
+    }
+}
