@@ -68,7 +68,11 @@ impl<S: Send + Sync> FromRequestParts<S> for VmPath {
 /// The address a request comes from: the TCP peer, unless the peer is one of our trusted
 /// proxies, in which case the right-most `X-Forwarded-For` entry that is not itself a trusted
 /// proxy (entries further left are whatever the client chose to send).
-pub fn client_address(peer: std::net::IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> std::net::IpAddr {
+pub fn client_address(
+    peer: std::net::IpAddr,
+    headers: &HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> std::net::IpAddr {
     let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -80,7 +84,11 @@ pub fn client_address(peer: std::net::IpAddr, headers: &HeaderMap, trusted: &[ip
         .flat_map(|v| v.split(','))
         .filter_map(|part| part.trim().parse().ok())
         .collect();
-    forwarded.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer)
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer)
 }
 
 /// A JSON body, checked for content type and size but not yet parsed, so that a handler can
@@ -102,7 +110,9 @@ impl<S: Send + Sync> axum::extract::OptionalFromRequest<S> for JsonBody {
         if no_type && no_length {
             return Ok(None);
         }
-        <JsonBody as FromRequest<S>>::from_request(req, state).await.map(Some)
+        <JsonBody as FromRequest<S>>::from_request(req, state)
+            .await
+            .map(Some)
     }
 }
 
@@ -323,15 +333,27 @@ mod client_address_tests {
     fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
         let trusted = vec!["10.0.0.0/24".parse().unwrap()];
         let spoofed = headers("198.51.100.1");
-        assert_eq!(client_address("203.0.113.9".parse().unwrap(), &spoofed, &trusted), "203.0.113.9".parse::<std::net::IpAddr>().unwrap());
-        assert_eq!(client_address("10.0.0.5".parse().unwrap(), &spoofed, &trusted), "198.51.100.1".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(
+            client_address("203.0.113.9".parse().unwrap(), &spoofed, &trusted),
+            "203.0.113.9".parse::<std::net::IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_address("10.0.0.5".parse().unwrap(), &spoofed, &trusted),
+            "198.51.100.1".parse::<std::net::IpAddr>().unwrap()
+        );
     }
 
     #[test]
     fn the_right_most_untrusted_entry_wins_over_what_the_client_prepended() {
         let trusted = vec!["10.0.0.0/24".parse().unwrap()];
         let chain = headers("6.6.6.6, 203.0.113.7, 10.0.0.9");
-        assert_eq!(client_address("10.0.0.5".parse().unwrap(), &chain, &trusted), "203.0.113.7".parse::<std::net::IpAddr>().unwrap());
-        assert_eq!(client_address("10.0.0.5".parse().unwrap(), &HeaderMap::new(), &trusted), "10.0.0.5".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(
+            client_address("10.0.0.5".parse().unwrap(), &chain, &trusted),
+            "203.0.113.7".parse::<std::net::IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_address("10.0.0.5".parse().unwrap(), &HeaderMap::new(), &trusted),
+            "10.0.0.5".parse::<std::net::IpAddr>().unwrap()
+        );
     }
 }

@@ -11,11 +11,15 @@ use super::AppState;
 use crate::audit::NewAuditEvent;
 use crate::auth::Caller;
 use crate::domain::request::{
-    AccessRequest, Decision, Event, PortStatus, RequestContext, RequestDraft, RequestStatus, StatusReason, TransitionError,
+    AccessRequest, Decision, Event, PortStatus, RequestContext, RequestDraft, RequestStatus,
+    StatusReason, TransitionError,
 };
 use crate::domain::{FieldErrors, Principal, Scope, VmId};
 use crate::rbac::{self, Action, Visibility};
-use crate::store::{Idempotency, NewJob, NewRequest, RequestCreated, RequestFilter, RequestUpdate, StoredRequest, JOB_ACTIVATE_REQUEST};
+use crate::store::{
+    Idempotency, NewJob, NewRequest, RequestCreated, RequestFilter, RequestUpdate, StoredRequest,
+    JOB_ACTIVATE_REQUEST,
+};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -161,13 +165,22 @@ struct RequestIdParam {
 
 // ---- helpers ----
 
-fn request_event(event_type: &'static str, actor: &Principal, request: &AccessRequest) -> NewAuditEvent {
+fn request_event(
+    event_type: &'static str,
+    actor: &Principal,
+    request: &AccessRequest,
+) -> NewAuditEvent {
     NewAuditEvent {
         event_type,
         actor: actor.clone(),
-        resource_id: request.virtual_machines.first().map(|v| v.vm.as_str().to_string()).unwrap_or_default(),
+        resource_id: request
+            .virtual_machines
+            .first()
+            .map(|v| v.vm.as_str().to_string())
+            .unwrap_or_default(),
         request_id: Some(request.id.clone()),
-        data: serde_json::to_value(AccessRequestResource::from(request.clone())).unwrap_or_default(),
+        data: serde_json::to_value(AccessRequestResource::from(request.clone()))
+            .unwrap_or_default(),
     }
 }
 
@@ -181,7 +194,11 @@ fn activation_job(request: &AccessRequest, now: DateTime<Utc>) -> Option<NewJob>
 }
 
 fn scopes_of(request: &AccessRequest) -> Vec<Scope> {
-    request.virtual_machines.iter().map(|v| Scope::Vm(v.vm.clone())).collect()
+    request
+        .virtual_machines
+        .iter()
+        .map(|v| Scope::Vm(v.vm.clone()))
+        .collect()
 }
 
 /// Whether `caller` made the request or submitted it for someone.
@@ -226,7 +243,11 @@ async fn change(
         let event = decide(&stored.request)?;
         let next = stored.request.apply(event).map_err(transition_error)?;
         let now = Utc::now();
-        let job = if stored.request.status != RequestStatus::Approved { activation_job(&next, now) } else { None };
+        let job = if stored.request.status != RequestStatus::Approved {
+            activation_job(&next, now)
+        } else {
+            None
+        };
         let written = state
             .store
             .update_request(RequestUpdate {
@@ -244,7 +265,9 @@ async fn change(
             return Ok(next);
         }
     }
-    Err(ApiError::Conflict(format!("access request {id:?} is being changed by others right now; try again")))
+    Err(ApiError::Conflict(format!(
+        "access request {id:?} is being changed by others right now; try again"
+    )))
 }
 
 // ---- handlers ----
@@ -280,13 +303,29 @@ async fn submit(
 ) -> ApiResult<Response> {
     let body_hash = hex::encode(Sha256::digest(body.bytes()));
     let draft: RequestDraft = body.parse()?;
-    let vms: Vec<VmId> = draft.virtual_machines.iter().filter_map(|v| VmId::parse(&v.id).ok()).collect();
+    let vms: Vec<VmId> = draft
+        .virtual_machines
+        .iter()
+        .filter_map(|v| VmId::parse(&v.id).ok())
+        .collect();
     let (requestor, caller_address) = match draft.on_behalf_of.as_deref().map(str::trim) {
-        None => (caller.clone(), Some(client_address(peer.ip(), &headers, &state.config.trusted_proxies))),
-        Some("") => return Err(FieldErrors::single("onBehalfOf", "must be a user's object id").into()),
+        None => (
+            caller.clone(),
+            Some(client_address(
+                peer.ip(),
+                &headers,
+                &state.config.trusted_proxies,
+            )),
+        ),
+        Some("") => {
+            return Err(FieldErrors::single("onBehalfOf", "must be a user's object id").into())
+        }
         Some(oid) => {
             let oid = crate::rbac::assignment::normalize_principal_id(oid);
-            let assignments = state.store.role_assignments_for(std::slice::from_ref(&oid)).await?;
+            let assignments = state
+                .store
+                .role_assignments_for(std::slice::from_ref(&oid))
+                .await?;
             (rbac::absent_user(&oid, assignments), None)
         }
     };
@@ -310,13 +349,28 @@ async fn submit(
         now,
     };
     let id = uuid::Uuid::now_v7().to_string();
-    let request = AccessRequest::new(id, draft, requestor.principal.clone(), caller.principal.clone(), &ctx)?;
+    let request = AccessRequest::new(
+        id,
+        draft,
+        requestor.principal.clone(),
+        caller.principal.clone(),
+        &ctx,
+    )?;
     let idempotency = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
-            let key = v.to_str().ok().map(str::trim).filter(|k| !k.is_empty() && k.len() <= 200);
-            let key = key.ok_or_else(|| ApiError::BadRequest("Idempotency-Key must be 1 to 200 visible characters".into()))?;
-            Some(Idempotency { key: key.to_string(), body_hash })
+            let key = v
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|k| !k.is_empty() && k.len() <= 200);
+            let key = key.ok_or_else(|| {
+                ApiError::BadRequest("Idempotency-Key must be 1 to 200 visible characters".into())
+            })?;
+            Some(Idempotency {
+                key: key.to_string(),
+                body_hash,
+            })
         }
     };
     let created = state
@@ -336,7 +390,8 @@ async fn submit(
     if stored.request.status == RequestStatus::Approved {
         state.wake_dispatch();
     }
-    let location = HeaderValue::from_str(&format!("/v1/access-requests/{}", stored.request.id)).ok();
+    let location =
+        HeaderValue::from_str(&format!("/v1/access-requests/{}", stored.request.id)).ok();
     let mut response = (status, Json(AccessRequestResource::from(stored.request))).into_response();
     if let Some(l) = location {
         response.headers_mut().insert(header::LOCATION, l);
@@ -358,7 +413,11 @@ async fn submit(
     ),
     security(("bearer" = []))
 )]
-async fn get_request(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<AccessRequestResource>> {
+async fn get_request(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AccessRequestResource>> {
     let stored = load(&state, &id).await?;
     if !involved(&caller, &stored.request) {
         authorize_all(&caller, Action::ReadAnyRequest, &stored.request)?;
@@ -379,10 +438,21 @@ async fn get_request(State(state): State<AppState>, caller: Caller, Path(id): Pa
     ),
     security(("bearer" = []))
 )]
-async fn list(State(state): State<AppState>, caller: Caller, QueryParams(q): QueryParams<ListRequestsQuery>) -> ApiResult<Json<AccessRequestList>> {
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryParams(q): QueryParams<ListRequestsQuery>,
+) -> ApiResult<Json<AccessRequestList>> {
     let mut errors = FieldErrors::new();
-    let status = q.status.as_deref().and_then(|s| errors.take("status", RequestStatus::parse(s)));
-    let vm_key = q.vm_id.as_deref().and_then(|v| errors.take("vmId", VmId::parse(v))).map(|v| v.key().to_string());
+    let status = q
+        .status
+        .as_deref()
+        .and_then(|s| errors.take("status", RequestStatus::parse(s)));
+    let vm_key = q
+        .vm_id
+        .as_deref()
+        .and_then(|v| errors.take("vmId", VmId::parse(v)))
+        .map(|v| v.key().to_string());
     errors.finish(|| ())?;
     let page = page_request(q.limit, q.cursor.as_deref())?;
     let filter = RequestFilter {
@@ -417,7 +487,12 @@ async fn list(State(state): State<AppState>, caller: Caller, QueryParams(q): Que
     ),
     security(("bearer" = []))
 )]
-async fn approve(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, body: Option<JsonBody>) -> ApiResult<Json<AccessRequestResource>> {
+async fn approve(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Option<JsonBody>,
+) -> ApiResult<Json<AccessRequestResource>> {
     let body: ApproveBody = body.map(|b| b.parse()).transpose()?.unwrap_or_default();
     let next = change(&state, &id, &caller, "request.approved", |request| {
         authorize_all(&caller, Action::DecideRequest, request)?;
@@ -446,7 +521,12 @@ async fn approve(State(state): State<AppState>, caller: Caller, Path(id): Path<S
     ),
     security(("bearer" = []))
 )]
-async fn deny(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, body: Option<JsonBody>) -> ApiResult<Json<AccessRequestResource>> {
+async fn deny(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Option<JsonBody>,
+) -> ApiResult<Json<AccessRequestResource>> {
     let body: ReasonBody = body.map(|b| b.parse()).transpose()?.unwrap_or_default();
     let next = change(&state, &id, &caller, "request.denied", |request| {
         authorize_all(&caller, Action::DecideRequest, request)?;
@@ -474,7 +554,11 @@ async fn deny(State(state): State<AppState>, caller: Caller, Path(id): Path<Stri
     ),
     security(("bearer" = []))
 )]
-async fn cancel(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<AccessRequestResource>> {
+async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AccessRequestResource>> {
     let next = change(&state, &id, &caller, "request.cancelled", |request| {
         if !involved(&caller, request) {
             return Err(ApiError::Forbidden(format!(

@@ -25,8 +25,14 @@ pub struct Grants {
 /// The allow rule of one port of one request: stable, so that a retried job finds its own
 /// rule, and recognisably ours.
 pub fn allow_rule_name(request_id: &str, vm: &VmId, port: &RequestedPort) -> String {
-    let digest = Sha256::digest(format!("{request_id}|{}|{}|{}", vm.key(), port.number, port.source).as_bytes());
-    format!("{RULE_PREFIX}allow-{}-{}", port.number, &hex::encode(digest)[..16])
+    let digest = Sha256::digest(
+        format!("{request_id}|{}|{}|{}", vm.key(), port.number, port.source).as_bytes(),
+    );
+    format!(
+        "{RULE_PREFIX}allow-{}-{}",
+        port.number,
+        &hex::encode(digest)[..16]
+    )
 }
 
 fn arm_protocol(p: Protocol) -> &'static str {
@@ -49,7 +55,11 @@ pub fn close_job(request_id: &str, at: DateTime<Utc>) -> NewJob {
 
 impl Grants {
     pub fn new(store: DynStore, client: ArmClient, writer: NsgWriter) -> Grants {
-        Grants { store, client, writer }
+        Grants {
+            store,
+            client,
+            writer,
+        }
     }
 
     /// Opens an approved request's ports, then marks it active (or failed, with ARM's reason).
@@ -67,16 +77,30 @@ impl Grants {
         }
         let event = match self.open(&stored.request).await {
             Ok(()) => Event::Activated { at: Utc::now() },
-            Err(Failure::Transient(why)) if job.attempts < MAX_ATTEMPTS => return JobOutcome::Retry(why),
-            Err(Failure::Transient(why)) | Err(Failure::Final(why)) => Event::ActivationFailed { reason: why },
+            Err(Failure::Transient(why)) if job.attempts < MAX_ATTEMPTS => {
+                return JobOutcome::Retry(why)
+            }
+            Err(Failure::Transient(why)) | Err(Failure::Final(why)) => {
+                Event::ActivationFailed { reason: why }
+            }
         };
         let Ok(next) = stored.request.apply(event) else {
             return JobOutcome::Done;
         };
         let now = Utc::now();
-        let close = next.end_times().iter().map(|(_, _, end)| *end).min().map(|end| close_job(&next.id, end));
-        let event_type = if next.status == RequestStatus::Active { "request.activated" } else { "request.failed" };
-        self.write(next, stored.version, event_type, close, now).await
+        let close = next
+            .end_times()
+            .iter()
+            .map(|(_, _, end)| *end)
+            .min()
+            .map(|end| close_job(&next.id, end));
+        let event_type = if next.status == RequestStatus::Active {
+            "request.activated"
+        } else {
+            "request.failed"
+        };
+        self.write(next, stored.version, event_type, close, now)
+            .await
     }
 
     /// Closes the ports of an active request whose end has come; the request expires with
@@ -97,9 +121,13 @@ impl Grants {
             .virtual_machines
             .iter()
             .flat_map(|vm| vm.ports.iter().map(move |p| (vm.vm.clone(), p.clone())))
-            .filter(|(_, p)| request.status != RequestStatus::Active || p.end_time_utc.is_some_and(|end| end <= now))
+            .filter(|(_, p)| {
+                request.status != RequestStatus::Active
+                    || p.end_time_utc.is_some_and(|end| end <= now)
+            })
             .collect();
-        if let Err(Failure::Transient(why) | Failure::Final(why)) = self.close(request, &due).await {
+        if let Err(Failure::Transient(why) | Failure::Final(why)) = self.close(request, &due).await
+        {
             return JobOutcome::Retry(why);
         }
         if request.status != RequestStatus::Active {
@@ -116,15 +144,31 @@ impl Grants {
             .filter(|end| *end > now)
             .min()
             .map(|end| close_job(&next.id, end));
-        let event_type = if next.status == RequestStatus::Expired { "request.expired" } else { "request.portsExpired" };
-        self.write(next, stored.version, event_type, later, now).await
+        let event_type = if next.status == RequestStatus::Expired {
+            "request.expired"
+        } else {
+            "request.portsExpired"
+        };
+        self.write(next, stored.version, event_type, later, now)
+            .await
     }
 
-    async fn write(&self, next: AccessRequest, version: i64, event_type: &'static str, job: Option<NewJob>, now: DateTime<Utc>) -> JobOutcome {
+    async fn write(
+        &self,
+        next: AccessRequest,
+        version: i64,
+        event_type: &'static str,
+        job: Option<NewJob>,
+        now: DateTime<Utc>,
+    ) -> JobOutcome {
         let event = NewAuditEvent {
             event_type,
             actor: system(),
-            resource_id: next.virtual_machines.first().map(|v| v.vm.as_str().to_string()).unwrap_or_default(),
+            resource_id: next
+                .virtual_machines
+                .first()
+                .map(|v| v.vm.as_str().to_string())
+                .unwrap_or_default(),
             request_id: Some(next.id.clone()),
             data: serde_json::to_value(&next).unwrap_or_default(),
         };
@@ -149,9 +193,14 @@ impl Grants {
     /// Writes every port's allow rule into every NSG of its VM.
     async fn open(&self, request: &AccessRequest) -> Result<(), Failure> {
         for vm in &request.virtual_machines {
-            let network = discovery::discover_vm(&self.client, vm.vm.as_str()).await.map_err(Failure::arm)?;
+            let network = discovery::discover_vm(&self.client, vm.vm.as_str())
+                .await
+                .map_err(Failure::arm)?;
             if network.network_security_groups.is_empty() {
-                return Err(Failure::Final(format!("{} has no NSG to open a port in", vm.vm.name())));
+                return Err(Failure::Final(format!(
+                    "{} has no NSG to open a port in",
+                    vm.vm.name()
+                )));
             }
             for port in &vm.ports {
                 let change = RuleChange::Allow {
@@ -161,10 +210,16 @@ impl Grants {
                     sources: vec![port.source.to_string()],
                     destinations: network.private_ip_addresses.clone(),
                     deny_rule: deny_rule_name(&vm.vm),
-                    description: format!("jitgate access request {} for {}", request.id, request.requestor.name),
+                    description: format!(
+                        "jitgate access request {} for {}",
+                        request.id, request.requestor.name
+                    ),
                 };
                 for nsg in &network.network_security_groups {
-                    self.writer.apply(&nsg.id, change.clone()).await.map_err(Failure::write)?;
+                    self.writer
+                        .apply(&nsg.id, change.clone())
+                        .await
+                        .map_err(Failure::write)?;
                 }
             }
         }
@@ -172,7 +227,11 @@ impl Grants {
     }
 
     /// Removes the allow rules of `ports`.
-    async fn close(&self, request: &AccessRequest, ports: &[(VmId, RequestedPort)]) -> Result<(), Failure> {
+    async fn close(
+        &self,
+        request: &AccessRequest,
+        ports: &[(VmId, RequestedPort)],
+    ) -> Result<(), Failure> {
         for (vm, port) in ports {
             let network = match discovery::discover_vm(&self.client, vm.as_str()).await {
                 Ok(n) => n,
@@ -183,7 +242,10 @@ impl Grants {
                 name: allow_rule_name(&request.id, vm, port),
             };
             for nsg in &network.network_security_groups {
-                self.writer.apply(&nsg.id, change.clone()).await.map_err(Failure::write)?;
+                self.writer
+                    .apply(&nsg.id, change.clone())
+                    .await
+                    .map_err(Failure::write)?;
             }
         }
         Ok(())

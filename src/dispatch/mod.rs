@@ -6,9 +6,9 @@ pub mod enforce;
 pub mod grants;
 
 use crate::store::{DynStore, Job, JOB_ACTIVATE_REQUEST, JOB_CLOSE_REQUEST, JOB_ENFORCE_POLICY};
-use grants::Grants;
 use chrono::Utc;
 use enforce::Enforcer;
+use grants::Grants;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -67,7 +67,10 @@ impl Dispatcher {
                 // Sleep until the next job falls due (a grant's end, say), or a new one is
                 // queued here, or POLL has passed (other replicas queue jobs too).
                 let pause = match self.store.next_job_due().await {
-                    Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(POLL),
+                    Ok(Some(at)) => (at - Utc::now())
+                        .to_std()
+                        .unwrap_or(Duration::ZERO)
+                        .min(POLL),
                     _ => POLL,
                 };
                 tokio::select! {

@@ -334,4 +334,3 @@ mod tests {
         assert!(Scope::parse("/tenants/x").is_err());
     }
 }
-

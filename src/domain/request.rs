@@ -700,13 +700,23 @@ impl AccessRequest {
             return self.clone();
         }
         let mut next = self.clone();
-        for port in next.virtual_machines.iter_mut().flat_map(|vm| vm.ports.iter_mut()) {
-            if port.status == PortStatus::Initiated && port.end_time_utc.is_some_and(|end| end <= now) {
+        for port in next
+            .virtual_machines
+            .iter_mut()
+            .flat_map(|vm| vm.ports.iter_mut())
+        {
+            if port.status == PortStatus::Initiated
+                && port.end_time_utc.is_some_and(|end| end <= now)
+            {
                 port.status = PortStatus::Revoked;
                 port.status_reason = StatusReason::Expired;
             }
         }
-        let all_closed = next.virtual_machines.iter().flat_map(|vm| vm.ports.iter()).all(|p| p.status != PortStatus::Initiated);
+        let all_closed = next
+            .virtual_machines
+            .iter()
+            .flat_map(|vm| vm.ports.iter())
+            .all(|p| p.status != PortStatus::Initiated);
         if all_closed {
             return next.apply(Event::Expired).unwrap_or(next);
         }

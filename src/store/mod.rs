@@ -163,7 +163,11 @@ pub trait Store: Send + Sync + 'static {
     async fn update_request(&self, update: RequestUpdate) -> Result<bool, StoreError>;
 
     /// One keyset page of requests, newest first.
-    async fn list_requests(&self, filter: &RequestFilter, page: &PageRequest) -> Result<Page<StoredRequest>, StoreError>;
+    async fn list_requests(
+        &self,
+        filter: &RequestFilter,
+        page: &PageRequest,
+    ) -> Result<Page<StoredRequest>, StoreError>;
 
     /// Audit events with `seq > after`, in chain order.
     async fn audit_events_after(

@@ -57,7 +57,10 @@ pub(super) fn assignment_exists(twin: &str) -> StoreError {
 }
 
 /// A unique-index violation means a twin won a race with us: `conflict` says which.
-pub(super) fn unique_violation_as(e: sqlx::Error, conflict: impl FnOnce() -> StoreError) -> StoreError {
+pub(super) fn unique_violation_as(
+    e: sqlx::Error,
+    conflict: impl FnOnce() -> StoreError,
+) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => conflict(),
         _ => StoreError::from_sqlx(e),

@@ -1,0 +1,509 @@
+//! Access requests end to end over HTTP, with the ARM simulator's evaluation of the NSGs as
+//! the judge of whether a port is open: submit, approve, open, expire; deny, cancel,
+//! self-approval, idempotent retries, and bots acting for users.
+
+mod common;
+
+use common::{problem, TestApp, SIM_TOKEN};
+use jitgate::arm::evaluate::FlowProtocol;
+use jitgate::arm::sim::seed::{self, DEMO_RESOURCE_GROUP as RG, DEMO_SUBSCRIPTION as SUB};
+use jitgate::arm::sim::Sim;
+use jitgate::auth::dev::DevTokenSpec;
+use jitgate::rbac::Role;
+use reqwest::{Method, Response};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const ALICE_IP: &str = "203.0.113.7";
+const MALLORY_IP: &str = "198.51.100.9";
+
+fn vm(name: &str) -> String {
+    seed::vm_id(SUB, RG, name)
+}
+
+fn open_from(sim: &Sim, name: &str, source: &str, port: u16) -> bool {
+    sim.evaluate(&vm(name), source.parse().unwrap(), port, FlowProtocol::Tcp)
+        .unwrap()
+        .allowed
+}
+
+/// A demo app with a policy on `name`, enforced.
+async fn app_with_policy(name: &str, policy: Value) -> (TestApp, Sim) {
+    let sim = Sim::seeded().with_token(SIM_TOKEN);
+    let app = TestApp::spawn_with_arm(sim.clone()).await;
+    let url = format!("/v1/subscriptions/{SUB}/resourceGroups/{RG}/virtualMachines/{name}/policy");
+    let put = app
+        .request(Method::PUT, &url, &app.admin())
+        .json(&policy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    wait_until(
+        &app,
+        || async { app.get_json(&url, &app.admin()).await["enforcement"]["state"] == "applied" },
+        "enforcement",
+    )
+    .await;
+    (app, sim)
+}
+
+async fn wait_until<F, Fut>(_app: &TestApp, mut ok: F, what: &str)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn body(name: &str, duration: &str, source: &str) -> Value {
+    json!({
+        "virtualMachines": [{ "id": vm(name), "ports": [{ "number": 22, "duration": duration, "allowedSourceAddressPrefix": source }] }],
+        "justification": "INC-1234: patch openssl",
+    })
+}
+
+async fn submit(app: &TestApp, token: &str, body: &Value) -> Response {
+    app.request(Method::POST, "/v1/access-requests", token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn status_of(app: &TestApp, token: &str, id: &str) -> Value {
+    app.get_json(&format!("/v1/access-requests/{id}"), token)
+        .await
+}
+
+async fn act(app: &TestApp, token: &str, id: &str, action: &str, body: Value) -> Response {
+    app.request(
+        Method::POST,
+        &format!("/v1/access-requests/{id}/{action}"),
+        token,
+    )
+    .json(&body)
+    .send()
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_auto_approved_request_opens_the_port_for_its_source_only_until_it_expires() {
+    let (app, sim) = app_with_policy(
+        "vm-web-1",
+        json!({ "ports": [{ "number": 22, "maxRequestAccessDuration": "PT1H" }] }),
+    )
+    .await;
+    let alice = app.token("alice@example.com", &[Role::Requester]);
+    assert!(
+        !open_from(&sim, "vm-web-1", ALICE_IP, 22),
+        "closed before the request"
+    );
+
+    let created = submit(&app, &alice, &body("vm-web-1", "PT2S", ALICE_IP)).await;
+    assert_eq!(created.status(), 201);
+    assert!(created.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("/v1/access-requests/"));
+    let request: Value = created.json().await.unwrap();
+    let id = request["id"].as_str().unwrap().to_string();
+    assert_eq!(request["status"], "approved");
+    assert_eq!(request["requestor"]["name"], "alice@example.com");
+    assert_eq!(request["submittedBy"]["name"], "alice@example.com");
+    assert_eq!(
+        request["virtualMachines"][0]["ports"][0]["allowedSourceAddressPrefix"],
+        ALICE_IP
+    );
+    assert_eq!(
+        request["virtualMachines"][0]["ports"][0]["duration"],
+        "PT2S"
+    );
+
+    wait_until(
+        &app,
+        || async { status_of(&app, &alice, &id).await["status"] == "active" },
+        "activation",
+    )
+    .await;
+    assert!(
+        open_from(&sim, "vm-web-1", ALICE_IP, 22),
+        "open for alice's address"
+    );
+    assert!(
+        !open_from(&sim, "vm-web-1", MALLORY_IP, 22),
+        "closed for anyone else"
+    );
+    let active = status_of(&app, &alice, &id).await;
+    let port = &active["virtualMachines"][0]["ports"][0];
+    assert_eq!(port["status"], "Initiated");
+    let end: chrono::DateTime<chrono::Utc> = port["endTimeUtc"].as_str().unwrap().parse().unwrap();
+    let start: chrono::DateTime<chrono::Utc> =
+        active["startTimeUtc"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        (end - start).num_seconds(),
+        2,
+        "endTimeUtc counts from activation"
+    );
+
+    wait_until(
+        &app,
+        || async { status_of(&app, &alice, &id).await["status"] == "expired" },
+        "expiry",
+    )
+    .await;
+    assert!(
+        !open_from(&sim, "vm-web-1", ALICE_IP, 22),
+        "closed again after expiry"
+    );
+    let expired = status_of(&app, &alice, &id).await;
+    assert_eq!(
+        expired["virtualMachines"][0]["ports"][0]["status"],
+        "Revoked"
+    );
+    assert_eq!(
+        expired["virtualMachines"][0]["ports"][0]["statusReason"],
+        "Expired"
+    );
+    let late = (chrono::Utc::now() - end).num_milliseconds();
+    assert!(late < 5_000, "closed {late} ms after its end");
+
+    let events = app.store.audit_events_after(0, 100).await.unwrap();
+    let types: Vec<&str> = events
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .filter(|t| t.starts_with("request."))
+        .collect();
+    assert_eq!(
+        types,
+        ["request.created", "request.activated", "request.expired"]
+    );
+    common::assert_chain_ok(&events);
+}
+
+#[tokio::test]
+async fn manual_approval_takes_two_distinct_approvers_and_never_the_requestor() {
+    let (app, sim) = app_with_policy(
+        "vm-rdp",
+        json!({ "ports": [{ "number": 22 }], "approval": { "mode": "manual", "requiredApprovals": 2 }, "justificationRequired": true }),
+    )
+    .await;
+    let alice = app.token("alice@example.com", &[Role::Requester, Role::Approver]);
+    let bob = app.token("bob@example.com", &[Role::Approver]);
+    let carol = app.token("carol@example.com", &[Role::Approver]);
+    let requester_only = app.token("rita@example.com", &[Role::Requester]);
+
+    let missing = problem(submit(&app, &alice, &json!({ "virtualMachines": [{ "id": vm("vm-rdp"), "ports": [{ "number": 22, "allowedSourceAddressPrefix": ALICE_IP }] }] })).await, 400).await;
+    assert_eq!(common::error_fields(&missing), ["justification"]);
+
+    let request: Value = submit(&app, &alice, &body("vm-rdp", "PT1H", ALICE_IP))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = request["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (
+            request["status"].as_str(),
+            request["requiredApprovals"].as_u64()
+        ),
+        (Some("pending"), Some(2))
+    );
+
+    problem(act(&app, &alice, &id, "approve", json!({})).await, 403).await;
+    problem(
+        act(&app, &requester_only, &id, "approve", json!({})).await,
+        403,
+    )
+    .await;
+    let one: Value = act(&app, &bob, &id, "approve", json!({ "comment": "ok" }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["status"], "pending");
+    assert_eq!(one["approvals"][0]["approver"]["name"], "bob@example.com");
+    assert_eq!(one["approvals"][0]["comment"], "ok");
+    problem(act(&app, &bob, &id, "approve", json!({})).await, 403).await;
+    assert!(
+        !open_from(&sim, "vm-rdp", ALICE_IP, 22),
+        "nothing opens while pending"
+    );
+    let two: Value = act(&app, &carol, &id, "approve", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(two["status"], "approved");
+    wait_until(
+        &app,
+        || async { status_of(&app, &alice, &id).await["status"] == "active" },
+        "activation",
+    )
+    .await;
+    assert!(open_from(&sim, "vm-rdp", ALICE_IP, 22));
+    problem(act(&app, &carol, &id, "approve", json!({})).await, 409).await;
+}
+
+#[tokio::test]
+async fn deny_and_cancel_end_a_pending_request() {
+    let (app, _sim) = app_with_policy("vm-rdp", json!({ "ports": [{ "number": 22 }], "approval": { "mode": "manual", "requiredApprovals": 1 } })).await;
+    let alice = app.token("alice@example.com", &[Role::Requester]);
+    let bob = app.token("bob@example.com", &[Role::Approver]);
+    let eve = app.token("eve@example.com", &[Role::Requester]);
+
+    let first: Value = submit(&app, &alice, &body("vm-rdp", "PT1H", ALICE_IP))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let denied: Value = act(
+        &app,
+        &bob,
+        first["id"].as_str().unwrap(),
+        "deny",
+        json!({ "reason": "not during the freeze" }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(denied["status"], "denied");
+    assert_eq!(denied["approvals"][0]["decision"], "deny");
+    assert_eq!(
+        denied["virtualMachines"][0]["ports"][0]["statusReason"],
+        "Denied"
+    );
+    problem(
+        act(
+            &app,
+            &bob,
+            first["id"].as_str().unwrap(),
+            "approve",
+            json!({}),
+        )
+        .await,
+        409,
+    )
+    .await;
+
+    let second: Value = submit(&app, &alice, &body("vm-rdp", "PT1H", ALICE_IP))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = second["id"].as_str().unwrap();
+    problem(
+        app.request(
+            Method::POST,
+            &format!("/v1/access-requests/{id}/cancel"),
+            &eve,
+        )
+        .send()
+        .await
+        .unwrap(),
+        403,
+    )
+    .await;
+    let cancelled = app
+        .request(
+            Method::POST,
+            &format!("/v1/access-requests/{id}/cancel"),
+            &alice,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    assert_eq!(
+        cancelled.json::<Value>().await.unwrap()["status"],
+        "cancelled"
+    );
+    problem(
+        app.request(
+            Method::POST,
+            &format!("/v1/access-requests/{id}/cancel"),
+            &alice,
+        )
+        .send()
+        .await
+        .unwrap(),
+        409,
+    )
+    .await;
+
+    // Eve sees her own requests only; an auditor sees all; mine=true narrows to one's own.
+    let eves = app.get_json("/v1/access-requests", &eve).await;
+    assert_eq!(eves["items"], json!([]));
+    problem(
+        app.request(Method::GET, &format!("/v1/access-requests/{id}"), &eve)
+            .send()
+            .await
+            .unwrap(),
+        403,
+    )
+    .await;
+    let auditor = app.token("audrey@example.com", &[Role::Auditor]);
+    let all = app.get_json("/v1/access-requests", &auditor).await;
+    let ids: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id, first["id"].as_str().unwrap()], "newest first");
+    let denied_only = app
+        .get_json("/v1/access-requests?status=denied", &auditor)
+        .await;
+    assert_eq!(denied_only["items"].as_array().unwrap().len(), 1);
+    let by_vm = app
+        .get_json(
+            &format!("/v1/access-requests?vmId={}", vm("vm-web-1")),
+            &auditor,
+        )
+        .await;
+    assert_eq!(by_vm["items"], json!([]));
+    assert_eq!(
+        app.get_json("/v1/access-requests?mine=true", &alice).await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_returns_the_same_request() {
+    let (app, _sim) = app_with_policy("vm-rdp", json!({ "ports": [{ "number": 22 }], "approval": { "mode": "manual", "requiredApprovals": 1 } })).await;
+    let alice = app.token("alice@example.com", &[Role::Requester]);
+    let send = |b: Value| {
+        app.request(Method::POST, "/v1/access-requests", &alice)
+            .header("Idempotency-Key", "retry-1")
+            .json(&b)
+            .send()
+    };
+    let first = send(body("vm-rdp", "PT1H", ALICE_IP)).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = send(body("vm-rdp", "PT1H", ALICE_IP)).await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.json::<Value>().await.unwrap()["id"], first["id"]);
+    problem(send(body("vm-rdp", "PT2H", ALICE_IP)).await.unwrap(), 422).await;
+    assert_eq!(
+        app.get_json("/v1/access-requests?mine=true", &alice).await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_name_each_bad_field() {
+    let (app, _sim) = app_with_policy("vm-web-1", json!({ "ports": [{ "number": 22, "maxRequestAccessDuration": "PT1H", "allowedSourceAddressPrefix": "203.0.113.0/24" }] })).await;
+    let alice = app.token("alice@example.com", &[Role::Requester]);
+    let bad = json!({ "virtualMachines": [{ "id": vm("vm-web-1"), "ports": [
+        { "number": 3389 },
+        { "number": 22, "duration": "PT2H", "allowedSourceAddressPrefix": "198.51.100.0/24" },
+    ] }] });
+    let p = problem(submit(&app, &alice, &bad).await, 400).await;
+    let fields = common::error_fields(&p);
+    assert!(
+        fields.contains(&"virtualMachines[0].ports[0].number".to_string()),
+        "{fields:?}"
+    );
+    assert!(
+        fields
+            .iter()
+            .any(|f| f.starts_with("virtualMachines[0].ports[1].")),
+        "{fields:?}"
+    );
+    // A requester with no role at the VM's scope is refused before anything is checked.
+    let elsewhere = app.scoped_token(
+        "ed@example.com",
+        &[Role::Requester],
+        &["/subscriptions/00000000-0000-0000-0000-0000000000ff"],
+    );
+    problem(
+        submit(&app, &elsewhere, &body("vm-web-1", "PT1H", ALICE_IP)).await,
+        403,
+    )
+    .await;
+    problem(
+        app.request(Method::POST, "/v1/access-requests", &alice)
+            .body("{")
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_bot_asks_for_a_user_whose_own_assignments_decide() {
+    let (app, sim) = app_with_policy("vm-web-1", json!({ "ports": [{ "number": 22 }] })).await;
+    const USER: &str = "0a11ce00-0000-4000-8000-000000000001";
+    let bot_token = |roles: &[Role]| {
+        let mut spec = DevTokenSpec::user("chatops-bot", roles);
+        spec.app = true;
+        app.key.mint(&spec).unwrap()
+    };
+    let bot = bot_token(&[Role::Bot]);
+    let mut for_user = body("vm-web-1", "PT1H", ALICE_IP);
+    for_user["onBehalfOf"] = json!(USER);
+
+    // The user holds no role yet: refused, and the refusal says whose role is missing.
+    let refused = problem(submit(&app, &bot, &for_user).await, 403).await;
+    assert!(
+        refused["detail"].as_str().unwrap().contains(USER),
+        "{refused}"
+    );
+    let assigned = app
+        .assign(
+            &app.admin(),
+            "alice-requester",
+            (USER, "User"),
+            Role::Requester,
+            &format!("/subscriptions/{SUB}"),
+        )
+        .await;
+    assert_eq!(assigned.status(), 201);
+
+    let created = submit(&app, &bot, &for_user).await;
+    assert_eq!(created.status(), 201);
+    let request: Value = created.json().await.unwrap();
+    assert_eq!(request["requestor"]["id"], USER);
+    assert_eq!(request["submittedBy"]["name"], "chatops-bot");
+    let id = request["id"].as_str().unwrap().to_string();
+    wait_until(
+        &app,
+        || async { status_of(&app, &bot, &id).await["status"] == "active" },
+        "activation",
+    )
+    .await;
+    assert!(open_from(&sim, "vm-web-1", ALICE_IP, 22));
+
+    // The source must be named: the bot's address is not the user's.
+    let mut no_source = for_user.clone();
+    no_source["virtualMachines"][0]["ports"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("allowedSourceAddressPrefix");
+    let p = problem(submit(&app, &bot, &no_source).await, 400).await;
+    assert!(common::error_fields(&p)[0].ends_with("allowedSourceAddressPrefix"));
+    // A user's token can never act for another user, nor can an app without Jit.Bot.
+    let user_token = app.token("mallory@example.com", &[Role::Bot, Role::Requester]);
+    problem(submit(&app, &user_token, &for_user).await, 403).await;
+    problem(
+        submit(&app, &bot_token(&[Role::Requester]), &for_user).await,
+        403,
+    )
+    .await;
+}
