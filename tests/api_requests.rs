@@ -507,3 +507,86 @@ async fn a_bot_asks_for_a_user_whose_own_assignments_decide() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn revoking_closes_the_port_at_once_and_a_newer_request_supersedes_an_older_one() {
+    let (app, sim) = app_with_policy("vm-web-1", json!({ "ports": [{ "number": 22 }] })).await;
+    let alice = app.token("alice@example.com", &[Role::Requester]);
+    let eve = app.token("eve@example.com", &[Role::Requester]);
+    let bob = app.token("bob@example.com", &[Role::Approver]);
+
+    let first: Value = submit(&app, &alice, &body("vm-web-1", "PT1H", ALICE_IP))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let first_id = first["id"].as_str().unwrap().to_string();
+    wait_until(
+        &app,
+        || async { status_of(&app, &alice, &first_id).await["status"] == "active" },
+        "activation",
+    )
+    .await;
+
+    // Asking again for the same port and source: the newer request takes over.
+    let second: Value = submit(&app, &alice, &body("vm-web-1", "PT1H", ALICE_IP))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second_id = second["id"].as_str().unwrap().to_string();
+    wait_until(
+        &app,
+        || async { status_of(&app, &alice, &second_id).await["status"] == "active" },
+        "activation",
+    )
+    .await;
+    wait_until(
+        &app,
+        || async { status_of(&app, &alice, &first_id).await["status"] == "revoked" },
+        "supersede",
+    )
+    .await;
+    let older = status_of(&app, &alice, &first_id).await;
+    assert_eq!(
+        older["virtualMachines"][0]["ports"][0]["statusReason"],
+        "NewerRequestInitiated"
+    );
+    // The older request's allow rule goes; the newer one's stays.
+    let allow_rules = || {
+        sim.nsg(&seed::nsg_id(SUB, RG, "nsg-web-subnet"))
+            .unwrap()
+            .properties
+            .security_rules
+            .iter()
+            .filter(|r| r.name.starts_with("jitgate-allow-"))
+            .count()
+    };
+    wait_until(&app, || async { allow_rules() == 1 }, "closing the older").await;
+    assert!(
+        open_from(&sim, "vm-web-1", ALICE_IP, 22),
+        "still open: through the newer request's rule"
+    );
+
+    // Someone else's active access: not eve's to revoke; an approver's.
+    problem(act(&app, &eve, &second_id, "revoke", json!({})).await, 403).await;
+    let revoked = act(
+        &app,
+        &bob,
+        &second_id,
+        "revoke",
+        json!({ "reason": "incident closed" }),
+    )
+    .await;
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(revoked.json::<Value>().await.unwrap()["status"], "revoked");
+    // Closed at once (well within the wait's 20 s), long before its hour is up.
+    wait_until(
+        &app,
+        || async { !open_from(&sim, "vm-web-1", ALICE_IP, 22) },
+        "closing",
+    )
+    .await;
+    wait_until(&app, || async { allow_rules() == 0 }, "the rule's removal").await;
+    problem(act(&app, &bob, &second_id, "revoke", json!({})).await, 409).await;
+}

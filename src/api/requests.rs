@@ -40,6 +40,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(approve))
         .routes(routes!(deny))
         .routes(routes!(cancel))
+        .routes(routes!(revoke))
 }
 
 // ---- the wire shape ----
@@ -193,6 +194,18 @@ fn activation_job(request: &AccessRequest, now: DateTime<Utc>) -> Option<NewJob>
     })
 }
 
+/// The ARM work a change calls for: opening what was just approved, closing what was just
+/// revoked.
+fn follow_up(before: &AccessRequest, after: &AccessRequest, now: DateTime<Utc>) -> Option<NewJob> {
+    match (before.status, after.status) {
+        (RequestStatus::Pending, RequestStatus::Approved) => activation_job(after, now),
+        (RequestStatus::Active, RequestStatus::Revoked) => {
+            Some(crate::dispatch::grants::close_job(&after.id, now))
+        }
+        _ => None,
+    }
+}
+
 fn scopes_of(request: &AccessRequest) -> Vec<Scope> {
     request
         .virtual_machines
@@ -243,11 +256,7 @@ async fn change(
         let event = decide(&stored.request)?;
         let next = stored.request.apply(event).map_err(transition_error)?;
         let now = Utc::now();
-        let job = if stored.request.status != RequestStatus::Approved {
-            activation_job(&next, now)
-        } else {
-            None
-        };
+        let job = follow_up(&stored.request, &next, now);
         let written = state
             .store
             .update_request(RequestUpdate {
@@ -567,6 +576,42 @@ async fn cancel(
             )));
         }
         Ok(Event::Cancel { at: Utc::now() })
+    })
+    .await?;
+    Ok(Json(next.into()))
+}
+
+/// End active access early: its requestor, or an approver or admin at every VM of it. The
+/// allow rules are removed at once.
+#[utoipa::path(
+    post,
+    path = "/v1/access-requests/{id}/revoke",
+    tag = "access requests",
+    params(RequestIdParam),
+    request_body = ReasonBody,
+    responses(
+        (status = 200, description = "The revoked request", body = AccessRequestResource),
+        (status = 403, description = "Not the requestor, nor an approver in scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not active", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Option<JsonBody>,
+) -> ApiResult<Json<AccessRequestResource>> {
+    let body: ReasonBody = body.map(|b| b.parse()).transpose()?.unwrap_or_default();
+    let next = change(&state, &id, &caller, "request.revoked", |request| {
+        if caller.principal.id != request.requestor.id {
+            authorize_all(&caller, Action::RevokeAnyGrant, request)?;
+        }
+        Ok(Event::Revoke {
+            by: caller.principal.clone(),
+            reason: body.reason.clone(),
+        })
     })
     .await?;
     Ok(Json(next.into()))

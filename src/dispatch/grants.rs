@@ -12,7 +12,9 @@ use crate::arm::nsg_writer::{NsgWriter, RuleChange, WriteError, RULE_PREFIX};
 use crate::audit::NewAuditEvent;
 use crate::domain::request::{AccessRequest, Event, RequestStatus, RequestedPort};
 use crate::domain::{Protocol, VmId};
-use crate::store::{DynStore, Job, NewJob, RequestUpdate, JOB_CLOSE_REQUEST};
+use crate::store::{
+    DynStore, Job, NewJob, PageRequest, RequestFilter, RequestUpdate, JOB_CLOSE_REQUEST,
+};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
@@ -99,8 +101,69 @@ impl Grants {
         } else {
             "request.failed"
         };
-        self.write(next, stored.version, event_type, close, now)
-            .await
+        let active = (next.status == RequestStatus::Active).then(|| next.clone());
+        let outcome = self
+            .write(next, stored.version, event_type, close, now)
+            .await;
+        if let (JobOutcome::Done, Some(newer)) = (&outcome, active) {
+            self.supersede_older(&newer).await;
+        }
+        outcome
+    }
+
+    /// A newer active request for the same VM, port and source ends the older one (Azure's
+    /// `NewerRequestInitiated`): the older one is revoked and its rules closed. Best effort: an
+    /// older request this misses still ends at its own `endTimeUtc`.
+    async fn supersede_older(&self, newer: &AccessRequest) {
+        let same = |a: &AccessRequest| {
+            a.virtual_machines.iter().any(|va| {
+                newer.virtual_machines.iter().any(|vb| {
+                    va.vm == vb.vm
+                        && va.ports.iter().any(|pa| {
+                            vb.ports
+                                .iter()
+                                .any(|pb| pa.number == pb.number && pa.source == pb.source)
+                        })
+                })
+            })
+        };
+        for vm in &newer.virtual_machines {
+            let filter = RequestFilter {
+                status: Some(RequestStatus::Active),
+                vm_key: Some(vm.vm.key().to_string()),
+                ..Default::default()
+            };
+            let Ok(page) = self
+                .store
+                .list_requests(
+                    &filter,
+                    &PageRequest {
+                        limit: 1000,
+                        after: None,
+                    },
+                )
+                .await
+            else {
+                continue;
+            };
+            for older in page
+                .items
+                .into_iter()
+                .filter(|o| o.request.id < newer.id && same(&o.request))
+            {
+                let Ok(next) = older.request.apply(Event::Superseded) else {
+                    continue;
+                };
+                let now = Utc::now();
+                let close = Some(close_job(&next.id, now));
+                if let JobOutcome::Retry(why) = self
+                    .write(next, older.version, "request.superseded", close, now)
+                    .await
+                {
+                    tracing::warn!(request = %older.request.id, reason = %why, "could not supersede an older request");
+                }
+            }
+        }
     }
 
     /// Closes the ports of an active request whose end has come; the request expires with
