@@ -490,6 +490,7 @@ async fn list(
     request_body = ApproveBody,
     responses(
         (status = 200, description = "The request after the approval", body = AccessRequestResource),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an approver in scope, or your own request", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not pending", body = Problem, content_type = "application/problem+json"),
@@ -524,6 +525,7 @@ async fn approve(
     request_body = ReasonBody,
     responses(
         (status = 200, description = "The denied request", body = AccessRequestResource),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an approver in scope, or your own request", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not pending", body = Problem, content_type = "application/problem+json"),
@@ -557,6 +559,7 @@ async fn deny(
     params(RequestIdParam),
     responses(
         (status = 200, description = "The cancelled request", body = AccessRequestResource),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the requestor nor its bot", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not pending", body = Problem, content_type = "application/problem+json"),
@@ -591,6 +594,7 @@ async fn cancel(
     request_body = ReasonBody,
     responses(
         (status = 200, description = "The revoked request", body = AccessRequestResource),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the requestor, nor an approver in scope", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not active", body = Problem, content_type = "application/problem+json"),
