@@ -506,6 +506,42 @@ async fn a_bot_asks_for_a_user_whose_own_assignments_decide() {
         403,
     )
     .await;
+
+    // Where approval is manual, the bot may also cancel what it submitted.
+    let url = format!("/v1/subscriptions/{SUB}/resourceGroups/{RG}/virtualMachines/vm-rdp/policy");
+    let manual = json!({ "ports": [{ "number": 22 }], "approval": { "mode": "manual", "requiredApprovals": 1 } });
+    assert_eq!(
+        app.request(Method::PUT, &url, &app.admin())
+            .json(&manual)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let mut for_user_rdp = body("vm-rdp", "PT1H", ALICE_IP);
+    for_user_rdp["onBehalfOf"] = json!(USER);
+    let pending: Value = submit(&app, &bot, &for_user_rdp)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pending["status"], "pending");
+    let id = pending["id"].as_str().unwrap();
+    let cancelled = app
+        .request(
+            Method::POST,
+            &format!("/v1/access-requests/{id}/cancel"),
+            &bot,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    assert_eq!(
+        cancelled.json::<Value>().await.unwrap()["status"],
+        "cancelled"
+    );
 }
 
 #[tokio::test]
