@@ -626,3 +626,49 @@ async fn revoking_closes_the_port_at_once_and_a_newer_request_supersedes_an_olde
     wait_until(&app, || async { allow_rules() == 0 }, "the rule's removal").await;
     problem(act(&app, &bob, &second_id, "revoke", json!({})).await, 409).await;
 }
+
+#[tokio::test]
+async fn a_vm_shows_its_active_grants_to_those_who_may_see_them() {
+    let (app, _sim) = app_with_policy("vm-web-1", json!({ "ports": [{ "number": 22 }] })).await;
+    let alice = app.token("alice@example.com", &[Role::Requester]);
+    let eve = app.token("eve@example.com", &[Role::Requester]);
+    let auditor = app.token("audrey@example.com", &[Role::Auditor]);
+    let request: Value = submit(&app, &alice, &body("vm-web-1", "PT1H", ALICE_IP))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = request["id"].as_str().unwrap().to_string();
+    wait_until(
+        &app,
+        || async { status_of(&app, &alice, &id).await["status"] == "active" },
+        "activation",
+    )
+    .await;
+
+    let vm_url = format!("/v1/subscriptions/{SUB}/resourceGroups/{RG}/virtualMachines/vm-web-1");
+    let grants = |v: Value| v["activeGrants"].clone();
+    let mine = grants(app.get_json(&vm_url, &alice).await);
+    assert_eq!(mine[0]["requestId"], id.as_str());
+    assert_eq!(mine[0]["allowedSourceAddressPrefix"], ALICE_IP);
+    assert_eq!(mine[0]["number"], 22);
+    assert_eq!(
+        grants(app.get_json(&vm_url, &eve).await),
+        json!([]),
+        "not eve's to see"
+    );
+    assert_eq!(
+        grants(app.get_json(&vm_url, &auditor).await)
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let connect = app.get_json(&format!("{vm_url}/connect"), &alice).await;
+    assert_eq!(connect["jitEnabled"], true);
+    assert_eq!(connect["activeGrants"][0]["requestId"], id.as_str());
+    assert_eq!(
+        app.get_json(&format!("{vm_url}/connect"), &eve).await["activeGrants"],
+        json!([])
+    );
+}

@@ -84,6 +84,69 @@ pub struct VmDetail {
     pub vm: VmResource,
     /// The VM's JIT policy, or null.
     pub policy: Option<PolicyResource>,
+    /// Access open now: everyone's for those who may read others' requests here, else the
+    /// caller's own.
+    pub active_grants: Vec<ActiveGrant>,
+}
+
+/// One port open now, through an active request.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveGrant {
+    pub request_id: String,
+    pub requestor: crate::domain::Principal,
+    pub number: u16,
+    pub protocol: String,
+    pub allowed_source_address_prefix: String,
+    pub end_time_utc: Option<DateTime<Utc>>,
+}
+
+/// The ports open now on `vm`, of everyone, or only of `only_for` (a principal id).
+async fn active_grants(
+    state: &AppState,
+    vm: &crate::domain::VmId,
+    only_for: Option<&str>,
+) -> ApiResult<Vec<ActiveGrant>> {
+    use crate::domain::request::{PortStatus, RequestStatus};
+    use crate::store::{PageRequest, RequestFilter};
+    let filter = RequestFilter {
+        status: Some(RequestStatus::Active),
+        vm_key: Some(vm.key().to_string()),
+        involving: only_for.map(str::to_string),
+        ..Default::default()
+    };
+    let page = state
+        .store
+        .list_requests(
+            &filter,
+            &PageRequest {
+                limit: 1000,
+                after: None,
+            },
+        )
+        .await?;
+    Ok(page
+        .items
+        .into_iter()
+        .flat_map(|stored| {
+            let request = stored.request;
+            request
+                .virtual_machines
+                .into_iter()
+                .filter(|v| v.vm == *vm)
+                .flat_map(|v| v.ports)
+                .filter(|p| p.status == PortStatus::Initiated)
+                .map(|p| ActiveGrant {
+                    request_id: request.id.clone(),
+                    requestor: request.requestor.clone(),
+                    number: p.number.get(),
+                    protocol: p.protocol.to_string(),
+                    allowed_source_address_prefix: p.source.to_string(),
+                    end_time_utc: p.end_time_utc,
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect())
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -114,6 +177,8 @@ pub struct ListVmsQuery {
 #[serde(rename_all = "camelCase")]
 pub struct ConnectInfo {
     pub jit_enabled: bool,
+    /// The caller's access open now on this VM.
+    pub active_grants: Vec<ActiveGrant>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
     /// The ports the policy lets you request, with their limits.
@@ -222,9 +287,17 @@ async fn get_vm(
     rbac::authorize_vm(&caller, Action::ReadPolicy, &vm)?;
     let listed = inventory_vm(&state, &vm).await?;
     let policy = state.store.get_policy(&vm).await?.map(PolicyResource::from);
+    let everyone = rbac::authorize_vm(&caller, Action::ReadAnyRequest, &vm).is_ok();
+    let grants = active_grants(
+        &state,
+        &vm,
+        (!everyone).then_some(caller.principal.id.as_str()),
+    )
+    .await?;
     Ok(Json(VmDetail {
         vm: listed.into(),
         policy,
+        active_grants: grants,
     }))
 }
 
@@ -257,6 +330,7 @@ async fn connect(
     Ok(Json(match policy {
         None => ConnectInfo {
             jit_enabled: false,
+            active_grants: vec![],
             warning: Some(format!(
                 "{} is not protected by JIT: its management ports are as open as its NSGs leave them, to anyone they admit. Ask an admin to enable a JIT policy.",
                 network.name
@@ -267,6 +341,7 @@ async fn connect(
         },
         Some(p) => ConnectInfo {
             jit_enabled: true,
+            active_grants: active_grants(&state, &vm, Some(&caller.principal.id)).await?,
             warning: None,
             requestable: p.policy.ports.iter().map(RequestablePort::from).collect(),
             public_ip_addresses: network.public_ip_addresses.clone(),
