@@ -672,3 +672,77 @@ async fn a_vm_shows_its_active_grants_to_those_who_may_see_them() {
         json!([])
     );
 }
+
+#[tokio::test]
+async fn behind_a_firewall_access_is_a_dnat_rule_on_a_mapped_port_for_the_source_only() {
+    let (app, sim) = app_with_policy("vm-spoke", json!({ "ports": [{ "number": 22 }] })).await;
+    let alice = app.token("alice@example.com", &[Role::Requester]);
+    let internet_alice = ALICE_IP.parse().unwrap();
+    let internet_mallory = MALLORY_IP.parse().unwrap();
+    assert_eq!(
+        sim.forwards("20.50.0.100", 50022, internet_alice),
+        None,
+        "the standing DNAT rule went with the policy"
+    );
+
+    let request: Value = submit(&app, &alice, &body("vm-spoke", "PT1H", ALICE_IP))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = request["id"].as_str().unwrap().to_string();
+    wait_until(
+        &app,
+        || async { status_of(&app, &alice, &id).await["status"] == "active" },
+        "activation",
+    )
+    .await;
+    let port = status_of(&app, &alice, &id).await["virtualMachines"][0]["ports"][0].clone();
+    assert_eq!(port["mappedAddress"], "20.50.0.100");
+    let mapped = port["mappedPort"].as_u64().unwrap() as u16;
+    assert_eq!(
+        sim.forwards("20.50.0.100", mapped, internet_alice),
+        Some(("10.10.4.4".into(), 22))
+    );
+    assert_eq!(
+        sim.forwards("20.50.0.100", mapped, internet_mallory),
+        None,
+        "for alice's address only"
+    );
+    // After DNAT the VM sees the firewall: its NSG admits the firewall for the grant's port.
+    let firewall_rules = || {
+        sim.nsg(&seed::nsg_id(SUB, RG, "nsg-spoke"))
+            .unwrap()
+            .properties
+            .security_rules
+            .iter()
+            .filter(|r| r.name.starts_with("jitgate-allow-") && r.name.ends_with("-fw"))
+            .map(|r| {
+                r.properties
+                    .source_address_prefix
+                    .clone()
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(firewall_rules(), ["10.10.0.4"]);
+    assert!(open_from(&sim, "vm-spoke", "10.10.0.4", 22));
+
+    let revoked = act(&app, &alice, &id, "revoke", json!({})).await;
+    assert_eq!(revoked.status(), 200);
+    wait_until(
+        &app,
+        || async {
+            sim.forwards("20.50.0.100", mapped, internet_alice)
+                .is_none()
+        },
+        "the DNAT rule's removal",
+    )
+    .await;
+    wait_until(
+        &app,
+        || async { firewall_rules().is_empty() },
+        "the NSG rule's removal",
+    )
+    .await;
+}

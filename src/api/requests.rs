@@ -81,6 +81,11 @@ pub struct RequestedPortResource {
     pub status: PortStatus,
     #[schema(value_type = String)]
     pub status_reason: StatusReason,
+    /// For a VM behind an Azure Firewall, once open: connect to `mappedAddress`:`mappedPort`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mapped_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mapped_address: Option<String>,
 }
 
 impl From<AccessRequest> for AccessRequestResource {
@@ -111,6 +116,8 @@ impl From<AccessRequest> for AccessRequestResource {
                             end_time_utc: p.end_time_utc,
                             status: p.status,
                             status_reason: p.status_reason,
+                            mapped_port: p.mapped.as_ref().map(|m| m.port),
+                            mapped_address: p.mapped.map(|m| m.address),
                         })
                         .collect(),
                 })

@@ -54,6 +54,39 @@ impl FirewallView {
     }
 }
 
+impl FirewallView {
+    /// The firewall's public address (what clients connect to) and the private range its
+    /// traffic reaches VMs from (its subnet, else its private address).
+    pub async fn addresses(
+        &self,
+        client: &ArmClient,
+    ) -> Result<(Option<String>, Option<String>), ArmError> {
+        let Some(ipc) = self.firewall.properties.ip_configurations.first() else {
+            return Ok((None, None));
+        };
+        let public = match &ipc.properties.public_ip_address {
+            Some(r) => {
+                client
+                    .get::<PublicIpAddress>(&r.id, api_version::NETWORK)
+                    .await?
+                    .properties
+                    .ip_address
+            }
+            None => None,
+        };
+        let private = match &ipc.properties.subnet {
+            Some(s) => client
+                .get::<Subnet>(&s.id, api_version::NETWORK)
+                .await
+                .ok()
+                .and_then(|s| s.properties.address_prefix),
+            None => None,
+        }
+        .or_else(|| ipc.properties.private_ip_address.clone());
+        Ok((public, private))
+    }
+}
+
 impl Lookups {
     /// The firewalls of a subscription, each with its policy's rule collection groups.
     pub async fn firewalls(

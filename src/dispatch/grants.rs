@@ -7,10 +7,11 @@
 use super::enforce::{deny_rule_name, system};
 use super::{JobOutcome, MAX_ATTEMPTS};
 use crate::arm::client::ArmClient;
-use crate::arm::discovery;
+use crate::arm::discovery::{self, Lookups};
+use crate::arm::firewall_writer::{FirewallWriter, NatChange};
 use crate::arm::nsg_writer::{NsgWriter, RuleChange, WriteError, RULE_PREFIX};
 use crate::audit::NewAuditEvent;
-use crate::domain::request::{AccessRequest, Event, RequestStatus, RequestedPort};
+use crate::domain::request::{AccessRequest, Event, MappedPort, RequestStatus, RequestedPort};
 use crate::domain::{Protocol, VmId};
 use crate::store::{
     DynStore, Job, NewJob, PageRequest, RequestFilter, RequestUpdate, JOB_CLOSE_REQUEST,
@@ -22,6 +23,7 @@ pub struct Grants {
     store: DynStore,
     client: ArmClient,
     writer: NsgWriter,
+    firewall_writer: FirewallWriter,
 }
 
 /// The allow rule of one port of one request: stable, so that a retried job finds its own
@@ -58,6 +60,7 @@ pub fn close_job(request_id: &str, at: DateTime<Utc>) -> NewJob {
 impl Grants {
     pub fn new(store: DynStore, client: ArmClient, writer: NsgWriter) -> Grants {
         Grants {
+            firewall_writer: FirewallWriter::new(client.clone()),
             store,
             client,
             writer,
@@ -77,8 +80,12 @@ impl Grants {
         if stored.request.status != RequestStatus::Approved {
             return JobOutcome::Done; // activated already, or cancelled meanwhile
         }
+        let mut mapped = Vec::new();
         let event = match self.open(&stored.request).await {
-            Ok(()) => Event::Activated { at: Utc::now() },
+            Ok(m) => {
+                mapped = m;
+                Event::Activated { at: Utc::now() }
+            }
             Err(Failure::Transient(why)) if job.attempts < MAX_ATTEMPTS => {
                 return JobOutcome::Retry(why)
             }
@@ -86,9 +93,19 @@ impl Grants {
                 Event::ActivationFailed { reason: why }
             }
         };
-        let Ok(next) = stored.request.apply(event) else {
+        let Ok(mut next) = stored.request.apply(event) else {
             return JobOutcome::Done;
         };
+        for vm in &mut next.virtual_machines {
+            let key = vm.vm.key().to_string();
+            for port in &mut vm.ports {
+                let source = port.source.to_string();
+                port.mapped = mapped
+                    .iter()
+                    .find(|(k, n, s, _)| *k == key && *n == port.number.get() && *s == source)
+                    .map(|(_, _, _, m)| m.clone());
+            }
+        }
         let now = Utc::now();
         let close = next
             .end_times()
@@ -253,8 +270,15 @@ impl Grants {
         }
     }
 
-    /// Writes every port's allow rule into every NSG of its VM.
-    async fn open(&self, request: &AccessRequest) -> Result<(), Failure> {
+    /// Writes every port's allow rule into every NSG of its VM, and for a VM behind an Azure
+    /// Firewall (one the VM's policy enforcement found) a DNAT rule from the port's source to a
+    /// mapped firewall port, with an allow rule admitting the firewall's range in the NSGs.
+    /// Returns where each port is mapped to, by (VM key, port, source).
+    async fn open(
+        &self,
+        request: &AccessRequest,
+    ) -> Result<Vec<(String, u16, String, MappedPort)>, Failure> {
+        let mut mapped = Vec::new();
         for vm in &request.virtual_machines {
             let network = discovery::discover_vm(&self.client, vm.vm.as_str())
                 .await
@@ -265,12 +289,14 @@ impl Grants {
                     vm.vm.name()
                 )));
             }
+            let firewalls = self.firewalls_of(&vm.vm).await?;
             for port in &vm.ports {
-                let change = RuleChange::Allow {
-                    name: allow_rule_name(&request.id, &vm.vm, port),
+                let name = allow_rule_name(&request.id, &vm.vm, port);
+                let allow = |name: String, sources: Vec<String>| RuleChange::Allow {
+                    name,
                     port: port.number.get(),
                     protocol: arm_protocol(port.protocol).into(),
-                    sources: vec![port.source.to_string()],
+                    sources,
                     destinations: network.private_ip_addresses.clone(),
                     deny_rule: deny_rule_name(&vm.vm),
                     description: format!(
@@ -278,18 +304,90 @@ impl Grants {
                         request.id, request.requestor.name
                     ),
                 };
-                for nsg in &network.network_security_groups {
-                    self.writer
-                        .apply(&nsg.id, change.clone())
+                let mut changes = vec![allow(name.clone(), vec![port.source.to_string()])];
+                for (group, public_ip, firewall_range) in &firewalls {
+                    let Some(translated) = network.private_ip_addresses.first() else {
+                        continue;
+                    };
+                    let dnat = NatChange::Dnat {
+                        name: name.clone(),
+                        sources: vec![port.source.to_string()],
+                        public_ip: public_ip.clone(),
+                        translated: *translated,
+                        port: port.number.get(),
+                        protocol: nat_protocol(port.protocol).into(),
+                    };
+                    let outcome = self
+                        .firewall_writer
+                        .apply(group, dnat)
                         .await
                         .map_err(Failure::write)?;
+                    if let Some(p) = outcome.mapped_port {
+                        mapped.push((
+                            vm.vm.key().to_string(),
+                            port.number.get(),
+                            port.source.to_string(),
+                            MappedPort {
+                                address: public_ip.clone(),
+                                port: p,
+                            },
+                        ));
+                    }
+                    // After DNAT the VM sees the firewall, not the client: admit the firewall for
+                    // this port while the grant lasts (the known flaw of Azure's own JIT).
+                    changes.push(allow(
+                        firewall_rule_name(&name),
+                        vec![firewall_range.clone()],
+                    ));
+                }
+                for nsg in &network.network_security_groups {
+                    for change in &changes {
+                        self.writer
+                            .apply(&nsg.id, change.clone())
+                            .await
+                            .map_err(Failure::write)?;
+                    }
                 }
             }
         }
-        Ok(())
+        Ok(mapped)
     }
 
-    /// Removes the allow rules of `ports`.
+    /// The firewalls the VM's policy enforcement found in front of it: for each, the rule
+    /// collection group jitgate writes DNAT rules to, its public address and its range.
+    async fn firewalls_of(&self, vm: &VmId) -> Result<Vec<(String, String, String)>, Failure> {
+        let ids = match self.store.get_policy(vm).await {
+            Ok(Some(p)) => p.enforcement.firewalls,
+            Ok(None) => return Ok(vec![]),
+            Err(e) => return Err(Failure::Transient(format!("reading the policy: {e}"))),
+        };
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut lookups = Lookups::default();
+        let views = lookups
+            .firewalls(&self.client, vm.subscription())
+            .await
+            .map_err(Failure::arm)?
+            .to_vec();
+        let mut found = Vec::new();
+        for view in views
+            .iter()
+            .filter(|v| ids.iter().any(|id| id.eq_ignore_ascii_case(&v.firewall.id)))
+        {
+            let Some(group) = view.groups.iter().min_by_key(|g| g.properties.priority) else {
+                continue;
+            };
+            if let (Some(public), Some(range)) =
+                view.addresses(&self.client).await.map_err(Failure::arm)?
+            {
+                found.push((group.id.clone(), public, range));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Removes the rules of `ports`: allow rules in the VM's NSGs, DNAT rules on its firewalls.
     async fn close(
         &self,
         request: &AccessRequest,
@@ -301,17 +399,38 @@ impl Grants {
                 Err(e) if e.is_not_found() => continue, // the VM is gone, and its rules' purpose with it
                 Err(e) => return Err(Failure::arm(e)),
             };
-            let change = RuleChange::Remove {
-                name: allow_rule_name(&request.id, vm, port),
-            };
+            let name = allow_rule_name(&request.id, vm, port);
+            if port.mapped.is_some() {
+                for (group, _, _) in self.firewalls_of(vm).await? {
+                    self.firewall_writer
+                        .apply(&group, NatChange::Remove { name: name.clone() })
+                        .await
+                        .map_err(Failure::write)?;
+                }
+            }
             for nsg in &network.network_security_groups {
-                self.writer
-                    .apply(&nsg.id, change.clone())
-                    .await
-                    .map_err(Failure::write)?;
+                for rule in [name.clone(), firewall_rule_name(&name)] {
+                    self.writer
+                        .apply(&nsg.id, RuleChange::Remove { name: rule })
+                        .await
+                        .map_err(Failure::write)?;
+                }
             }
         }
         Ok(())
+    }
+}
+
+/// The NSG rule that admits a firewall's range for a grant through that firewall.
+fn firewall_rule_name(allow_rule: &str) -> String {
+    format!("{allow_rule}-fw")
+}
+
+fn nat_protocol(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "TCP",
+        Protocol::Udp => "UDP",
+        Protocol::Any => "Any",
     }
 }
 

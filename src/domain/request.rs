@@ -128,6 +128,18 @@ pub struct RequestedPort {
     /// Set when the port opens: activation time + duration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time_utc: Option<DateTime<Utc>>,
+    /// For a VM behind an Azure Firewall: the firewall's public address and port that
+    /// forward to this port, set when it opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapped: Option<MappedPort>,
+}
+
+/// Where to connect through a firewall: `address`:`port` reaches the VM's port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MappedPort {
+    pub address: String,
+    pub port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -463,6 +475,7 @@ fn check_port(
                 status: PortStatus::Pending,
                 status_reason: StatusReason::UserRequested,
                 end_time_utc: None,
+                mapped: None,
             })
             .collect(),
         _ => Vec::new(),
