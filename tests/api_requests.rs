@@ -746,3 +746,38 @@ async fn behind_a_firewall_access_is_a_dnat_rule_on_a_mapped_port_for_the_source
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_request_made_before_the_policy_is_enforced_waits_for_its_deny_rules() {
+    let sim = Sim::seeded().with_token(SIM_TOKEN);
+    let app = TestApp::spawn_with_arm(sim.clone()).await;
+    let url =
+        format!("/v1/subscriptions/{SUB}/resourceGroups/{RG}/virtualMachines/vm-web-2/policy");
+    let put = app
+        .request(Method::PUT, &url, &app.admin())
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    // At once, before the dispatcher has written the deny rule.
+    let alice = app.token("alice@example.com", &[Role::Requester]);
+    let request: Value = submit(&app, &alice, &body("vm-web-2", "PT1H", ALICE_IP))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = request["id"].as_str().unwrap().to_string();
+    wait_until(
+        &app,
+        || async { status_of(&app, &alice, &id).await["status"] != "approved" },
+        "activation",
+    )
+    .await;
+    assert_eq!(status_of(&app, &alice, &id).await["status"], "active");
+    assert!(open_from(&sim, "vm-web-2", ALICE_IP, 22));
+    assert!(
+        !open_from(&sim, "vm-web-2", MALLORY_IP, 22),
+        "the deny rule is in place for everyone else"
+    );
+}

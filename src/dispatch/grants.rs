@@ -289,6 +289,7 @@ impl Grants {
                     vm.vm.name()
                 )));
             }
+            self.enforced(&vm.vm).await?;
             let firewalls = self.firewalls_of(&vm.vm).await?;
             for port in &vm.ports {
                 let name = allow_rule_name(&request.id, &vm.vm, port);
@@ -351,6 +352,31 @@ impl Grants {
             }
         }
         Ok(mapped)
+    }
+
+    /// Access opens through the policy's deny rules, so they must be in place first: a policy
+    /// written a moment ago is waited for; one whose enforcement failed fails the request.
+    async fn enforced(&self, vm: &VmId) -> Result<(), Failure> {
+        use crate::store::EnforcementState;
+        match self.store.get_policy(vm).await {
+            Ok(Some(p)) => match p.enforcement.state {
+                EnforcementState::Applied => Ok(()),
+                EnforcementState::Pending => Err(Failure::Transient(format!(
+                    "waiting for the deny rules of {} to be in place",
+                    vm.name()
+                ))),
+                EnforcementState::Failed => Err(Failure::Final(format!(
+                    "the policy of {} is not enforced: {}",
+                    vm.name(),
+                    p.enforcement.detail
+                ))),
+            },
+            Ok(None) => Err(Failure::Final(format!(
+                "{} has no JIT policy any more",
+                vm.name()
+            ))),
+            Err(e) => Err(Failure::Transient(format!("reading the policy: {e}"))),
+        }
     }
 
     /// The firewalls the VM's policy enforcement found in front of it: for each, the rule
