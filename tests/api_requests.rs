@@ -781,3 +781,91 @@ async fn a_request_made_before_the_policy_is_enforced_waits_for_its_deny_rules()
         "the deny rule is in place for everyone else"
     );
 }
+
+#[tokio::test]
+async fn with_a_fifth_of_arm_calls_failing_every_request_ends_properly_and_every_removal_lands() {
+    use jitgate::arm::sim::FaultPlan;
+    let (app, sim) = app_with_policy("vm-web-1", json!({ "ports": [{ "number": 22 }] })).await;
+    sim.set_faults(FaultPlan {
+        throttle_rate: 0.05,
+        throttle_retry_after: 0,
+        server_error_rate: 0.04,
+        conflict_rate: 0.04,
+        stale_etag_rate: 0.04,
+        lro_failure_rate: 0.03,
+        seed: 20,
+        ..FaultPlan::default()
+    });
+    let alice = app.token("alice@example.com", &[Role::Requester]);
+    let sources: Vec<String> = (10..22).map(|i| format!("203.0.113.{i}")).collect();
+    let mut ids = Vec::new();
+    for source in &sources {
+        let created = submit(&app, &alice, &body("vm-web-1", "PT2S", source)).await;
+        assert_eq!(created.status(), 201);
+        ids.push(
+            created.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    // Every request ends: expired after being active, or failed with ARM's reason.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut outcomes = Vec::new();
+    for id in &ids {
+        loop {
+            let r = status_of(&app, &alice, id).await;
+            let status = r["status"].as_str().unwrap().to_string();
+            if status == "expired" || status == "failed" {
+                if status == "failed" {
+                    let reason = r["virtualMachines"][0]["ports"][0]["statusReason"]
+                        .as_str()
+                        .unwrap()
+                        .to_string();
+                    assert!(
+                        reason.contains(':'),
+                        "a failure carries ARM's code and message: {reason}"
+                    );
+                }
+                outcomes.push(status);
+                break;
+            }
+            assert!(Instant::now() < deadline, "request {id} is still {status}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let expired = outcomes.iter().filter(|s| *s == "expired").count();
+    println!("with 20% ARM faults: {expired} of {} requests opened and expired, the rest failed with a reason", ids.len());
+    assert!(expired > 0, "faults are retried: most requests open");
+    let (calls, faults) = {
+        let world = sim.world();
+        (
+            world.log.len(),
+            world.log.iter().filter(|r| r.status >= 400).count(),
+        )
+    };
+    println!("ARM calls: {calls}, answered with a fault: {faults}");
+    assert!(faults > 0, "faults were injected");
+    // Every allow rule is gone, and nobody gets in.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let nsg = sim.nsg(&seed::nsg_id(SUB, RG, "nsg-web-subnet")).unwrap();
+        if !nsg
+            .properties
+            .security_rules
+            .iter()
+            .any(|r| r.name.starts_with("jitgate-allow-"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "allow rules left behind");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sim.set_faults(FaultPlan::default());
+    for source in &sources {
+        assert!(
+            !open_from(&sim, "vm-web-1", source, 22),
+            "{source} still gets in"
+        );
+    }
+}

@@ -131,6 +131,8 @@ pub struct FaultPlan {
     /// A 409 `AnotherOperationInProgress` on writes, as ARM gives when something else (the
     /// portal, a policy) is changing the NSG.
     pub conflict_rate: f64,
+    /// A 412 on writes, as when someone else changed the resource since it was read.
+    pub stale_etag_rate: f64,
     pub script: VecDeque<(FaultMatch, Fault)>,
     pub seed: u64,
 }
@@ -144,6 +146,7 @@ impl Default for FaultPlan {
             server_error_rate: 0.0,
             lro_failure_rate: 0.0,
             conflict_rate: 0.0,
+            stale_etag_rate: 0.0,
             script: VecDeque::new(),
             seed: 7,
         }
@@ -247,6 +250,14 @@ impl World {
             edge += self.faults.conflict_rate;
             if roll < edge {
                 return Some(Fault::Error(SimError::another_operation(path)));
+            }
+            edge += self.faults.stale_etag_rate;
+            if roll < edge {
+                return Some(Fault::Error(SimError::new(
+                    412,
+                    "PreconditionFailed",
+                    "The condition specified using HTTP conditional header(s) is not met (injected).",
+                )));
             }
             edge += self.faults.lro_failure_rate;
             if roll < edge {
