@@ -59,6 +59,7 @@ conformance!(
     a_policy_write_queues_one_enforcement_job_coalesced_until_claimed,
     a_refused_write_queues_no_job,
     a_claimed_job_is_leased_until_its_lease_runs_out,
+    a_renewed_lease_keeps_a_running_job_and_only_its_owner_renews,
     retry_releases_a_job_until_run_after_and_keeps_its_error,
     claims_honour_the_limit_and_take_the_oldest_due_jobs_first,
     concurrent_claimers_take_every_job_exactly_once,
@@ -1357,4 +1358,38 @@ async fn append_event_appends_a_chained_event(store: DynStore) {
     assert_eq!(events.len(), 3);
     assert_eq!(events[2].prev_hash, appended.hash);
     assert_chain_ok(&events);
+}
+
+async fn a_renewed_lease_keeps_a_running_job_and_only_its_owner_renews(store: DynStore) {
+    let vm = vm("s1", "rg", "vm1");
+    store
+        .put_policy(put(&vm, &[22], "e1", Precondition::None))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let job = claim_one(&store, "a", now).await;
+    // Renewed to +300 s: still a's at +200 s, when the first lease (120 s) has run out.
+    assert!(store
+        .renew_lease(job.id, "a", now + Duration::seconds(300))
+        .await
+        .unwrap());
+    assert!(!store
+        .renew_lease(job.id, "b", now + Duration::seconds(900))
+        .await
+        .unwrap());
+    assert!(store
+        .claim_jobs("b", now + Duration::seconds(200), lease(), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Not renewed again: taken by another owner once it runs out.
+    let taken = claim_one(&store, "b", now + Duration::seconds(301)).await;
+    assert_eq!(taken.id, job.id);
+    assert!(
+        !store
+            .renew_lease(job.id, "a", now + Duration::seconds(400))
+            .await
+            .unwrap(),
+        "a lost it"
+    );
 }

@@ -14,7 +14,11 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 /// How long a claimed job is ours before another dispatcher may take it.
-const LEASE: Duration = Duration::from_secs(120);
+/// Short, so that the jobs of a replica that died (a grant's close, say) are taken again
+/// within seconds; a job that runs longer has its lease renewed while it runs.
+const LEASE: Duration = Duration::from_secs(4);
+/// How often a running job's lease is renewed.
+const RENEW: Duration = Duration::from_secs(1);
 /// How often to look for jobs other replicas queued (our own wake us at once).
 const POLL: Duration = Duration::from_secs(1);
 const BATCH: u32 = 32;
@@ -84,7 +88,7 @@ impl Dispatcher {
 
     /// Claims and runs one batch of due jobs, concurrently; returns how many it claimed.
     pub async fn run_due(&self) -> usize {
-        let lease = chrono::Duration::from_std(LEASE).unwrap_or(chrono::Duration::minutes(2));
+        let lease = chrono::Duration::from_std(LEASE).unwrap_or(chrono::Duration::seconds(4));
         let jobs = match self
             .store
             .claim_jobs(&self.owner, Utc::now(), lease, BATCH)
@@ -108,13 +112,30 @@ impl Dispatcher {
     }
 
     async fn run_one(&self, job: Job) {
-        let outcome = match job.kind.as_str() {
-            JOB_ENFORCE_POLICY => self.enforcer.enforce_job(&job).await,
-            JOB_ACTIVATE_REQUEST => self.grants.activate_job(&job).await,
-            JOB_CLOSE_REQUEST => self.grants.close_job(&job).await,
-            other => {
-                tracing::error!(kind = other, id = job.id, "unknown job kind; dropping it");
-                JobOutcome::Done
+        let work = async {
+            match job.kind.as_str() {
+                JOB_ENFORCE_POLICY => self.enforcer.enforce_job(&job).await,
+                JOB_ACTIVATE_REQUEST => self.grants.activate_job(&job).await,
+                JOB_CLOSE_REQUEST => self.grants.close_job(&job).await,
+                other => {
+                    tracing::error!(kind = other, id = job.id, "unknown job kind; dropping it");
+                    JobOutcome::Done
+                }
+            }
+        };
+        tokio::pin!(work);
+        // Keep the lease while the work runs (an ARM operation can take minutes).
+        let mut renew = tokio::time::interval(RENEW);
+        renew.tick().await;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                _ = renew.tick() => {
+                    let until = Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or(chrono::Duration::seconds(4));
+                    if let Err(e) = self.store.renew_lease(job.id, &self.owner, until).await {
+                        tracing::warn!(error = %e, id = job.id, "could not renew a job's lease");
+                    }
+                }
             }
         };
         let result = match outcome {

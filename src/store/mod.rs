@@ -114,6 +114,14 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Job>, StoreError>;
 
+    /// Extends `owner`'s lease on a running job to `until`; false if it lost the lease.
+    async fn renew_lease(
+        &self,
+        id: i64,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
     /// Deletes a finished job, if `owner` still holds its lease.
     async fn finish_job(&self, id: i64, owner: &str) -> Result<bool, StoreError>;
 

@@ -553,6 +553,17 @@ macro_rules! impl_sql_store {
                 Ok(jobs)
             }
 
+            async fn renew_lease(&self, id: i64, owner: &str, until: chrono::DateTime<chrono::Utc>) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query("UPDATE jobs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
+                    .bind(until)
+                    .bind(id)
+                    .bind(owner)
+                    .execute(self.writer())
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn finish_job(&self, id: i64, owner: &str) -> Result<bool, $crate::store::StoreError> {
                 let done = sqlx::query("DELETE FROM jobs WHERE id = $1 AND lease_owner = $2")
                     .bind(id)
