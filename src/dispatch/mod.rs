@@ -16,9 +16,9 @@ use tokio::sync::Notify;
 /// How long a claimed job is ours before another dispatcher may take it.
 /// Short, so that the jobs of a replica that died (a grant's close, say) are taken again
 /// within seconds; a job that runs longer has its lease renewed while it runs.
-const LEASE: Duration = Duration::from_secs(4);
+const LEASE: Duration = Duration::from_secs(2);
 /// How often a running job's lease is renewed.
-const RENEW: Duration = Duration::from_secs(1);
+const RENEW: Duration = Duration::from_millis(500);
 /// How often to look for jobs other replicas queued (our own wake us at once).
 const POLL: Duration = Duration::from_secs(1);
 const BATCH: u32 = 32;
@@ -88,7 +88,7 @@ impl Dispatcher {
 
     /// Claims and runs one batch of due jobs, concurrently; returns how many it claimed.
     pub async fn run_due(&self) -> usize {
-        let lease = chrono::Duration::from_std(LEASE).unwrap_or(chrono::Duration::seconds(4));
+        let lease = chrono::Duration::from_std(LEASE).unwrap_or(chrono::Duration::seconds(2));
         let jobs = match self
             .store
             .claim_jobs(&self.owner, Utc::now(), lease, BATCH)
@@ -131,7 +131,7 @@ impl Dispatcher {
             tokio::select! {
                 outcome = &mut work => break outcome,
                 _ = renew.tick() => {
-                    let until = Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or(chrono::Duration::seconds(4));
+                    let until = Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or(chrono::Duration::seconds(2));
                     if let Err(e) = self.store.renew_lease(job.id, &self.owner, until).await {
                         tracing::warn!(error = %e, id = job.id, "could not renew a job's lease");
                     }
