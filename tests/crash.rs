@@ -2,87 +2,17 @@
 //! closes access, restarted each time, against a standalone `jitgate arm-sim` that outlives it.
 //! Nothing acknowledged is lost or done twice, and no allow rule outlives its end by 5 s.
 
+mod common;
+
+use common::process::{kill9, start_arm_sim, token, DEMO};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_jitgate");
-const DEMO: &str = "5b1e0000-0000-4000-8000-00000000de30";
 const SIM_TOKEN: &str = "crash-sim-token";
 const CYCLES: usize = 20;
-
-fn jitgate(dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("JITGATE_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
-
-/// Runs `cmd` and returns it with the first stderr line `pick` accepts, mapped.
-fn spawn_reading(mut cmd: Command, pick: fn(&str) -> Option<String>) -> (Child, String) {
-    let mut child = cmd
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(found) = pick(&line) {
-                let _ = tx.send(found);
-            }
-        }
-    });
-    let found = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the process started");
-    (child, found)
-}
-
-fn start_serve(dir: &std::path::Path, endpoint: &str) -> (Child, String) {
-    let mut cmd = jitgate(dir);
-    cmd.arg("serve").envs([
-        ("JITGATE_LISTEN", "127.0.0.1:0"),
-        ("JITGATE_ARM_MODE", "azure"),
-        ("JITGATE_ARM_ENDPOINT", endpoint),
-        ("JITGATE_ARM_CREDENTIAL", "static"),
-        ("JITGATE_ARM_STATIC_TOKEN", SIM_TOKEN),
-        ("JITGATE_SUBSCRIPTIONS", DEMO),
-        ("JITGATE_MIN_ACCESS_DURATION", "PT1S"),
-    ]);
-    let (child, addr) = spawn_reading(cmd, |line| {
-        line.split("http://")
-            .nth(1)
-            .and_then(|rest| rest.strip_suffix("/v1/me"))
-            .map(|a| format!("http://{a}"))
-    });
-    (child, addr)
-}
-
-fn token(dir: &std::path::Path, role: &str) -> String {
-    let out = jitgate(dir)
-        .args(["token", "--user", "crash-tester", "--role", role])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn kill9(child: &mut Child) {
-    let _ = Command::new("kill")
-        .arg("-KILL")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
-}
 
 /// The jitgate allow rules in the NSG now, as (request id from the description).
 async fn allow_rules(http: &reqwest::Client, endpoint: &str) -> Vec<String> {
@@ -120,26 +50,13 @@ async fn allow_rules(http: &reqwest::Client, endpoint: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_loses_nothing_and_leaves_no_rule_past_its_end() {
     let dir = tempfile::tempdir().unwrap();
-    let mut sim_cmd = jitgate(dir.path());
-    sim_cmd.args([
-        "arm-sim",
-        "--listen",
-        "127.0.0.1:0",
-        "--token",
-        SIM_TOKEN,
-        "--lro-delay",
-        "PT0S",
-    ]);
-    let (mut sim, endpoint) = spawn_reading(sim_cmd, |line| {
-        line.strip_prefix("ARM simulator on ")
-            .map(|rest| rest.split(':').take(3).collect::<Vec<_>>().join(":"))
-    });
+    let (mut sim, endpoint) = start_arm_sim(dir.path(), SIM_TOKEN);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let admin = token(dir.path(), "Jit.Admin");
-    let requester = token(dir.path(), "Jit.Requester");
+    let admin = token(dir.path(), "crash-admin", "Jit.Admin");
+    let requester = token(dir.path(), "crash-tester", "Jit.Requester");
 
     // Sample the NSG all along: when was each request's rule seen last?
     let last_seen: Arc<Mutex<BTreeMap<String, chrono::DateTime<chrono::Utc>>>> = Arc::default();
@@ -156,7 +73,7 @@ async fn sigkill_at_random_points_loses_nothing_and_leaves_no_rule_past_its_end(
         })
     };
 
-    let (mut serve, mut base) = start_serve(dir.path(), &endpoint);
+    let (mut serve, mut base) = common::process::start_serve(dir.path(), &endpoint, SIM_TOKEN, &[]);
     let vm = format!("/subscriptions/{DEMO}/resourceGroups/rg-demo/providers/Microsoft.Compute/virtualMachines/vm-web-1");
     let policy = format!(
         "{base}/v1/subscriptions/{DEMO}/resourceGroups/rg-demo/virtualMachines/vm-web-1/policy"
@@ -197,7 +114,7 @@ async fn sigkill_at_random_points_loses_nothing_and_leaves_no_rule_past_its_end(
         // Kill it somewhere in activation, in the 2 s of access, or in expiry.
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..2500))).await;
         kill9(&mut serve);
-        (serve, base) = start_serve(dir.path(), &endpoint);
+        (serve, base) = common::process::start_serve(dir.path(), &endpoint, SIM_TOKEN, &[]);
     }
 
     // Let the last restart finish everything.
@@ -271,6 +188,5 @@ async fn sigkill_at_random_points_loses_nothing_and_leaves_no_rule_past_its_end(
     );
     assert!(expired > 0);
     kill9(&mut serve);
-    let _ = sim.kill();
-    let _ = sim.wait();
+    kill9(&mut sim);
 }

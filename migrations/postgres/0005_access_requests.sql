@@ -7,7 +7,7 @@ CREATE TABLE access_requests (
     requestor_id      TEXT NOT NULL,
     submitted_by_id   TEXT NOT NULL,
     body              TEXT NOT NULL,
-    version           INTEGER NOT NULL,
+    version           BIGINT NOT NULL,
     idempotency_key   TEXT,
     idempotency_hash  TEXT,
     created_at        TIMESTAMPTZ NOT NULL,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod idp;
+pub mod process;
 
 use jitgate::auth::dev::{DevKey, DevTokenSpec};
 use jitgate::config::{Config, Settings};

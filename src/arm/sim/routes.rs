@@ -21,6 +21,7 @@ const NETWORK_API_VERSION: &str = "2024-05-01";
 pub(super) fn router(sim: Sim) -> Router {
     Router::new()
         .route("/_sim/evaluate", post(evaluate))
+        .route("/_sim/stats", axum::routing::get(stats))
         .fallback(handle)
         .with_state(sim)
 }
@@ -398,4 +399,10 @@ async fn evaluate(State(sim): State<Sim>, Json(body): Json<EvaluateBody>) -> Res
         Ok(verdict) => Json(verdict).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// Not ARM: how many requests the simulator answered, and accepted writes per resource.
+async fn stats(State(sim): State<Sim>) -> Json<Value> {
+    let world = sim.world();
+    Json(json!({ "requests": world.requests, "writes": world.writes }))
 }
