@@ -123,21 +123,27 @@ impl Dispatcher {
                 }
             }
         };
-        tokio::pin!(work);
-        // Keep the lease while the work runs (an ARM operation can take minutes).
-        let mut renew = tokio::time::interval(RENEW);
-        renew.tick().await;
-        let outcome = loop {
-            tokio::select! {
-                outcome = &mut work => break outcome,
-                _ = renew.tick() => {
-                    let until = Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or(chrono::Duration::seconds(2));
-                    if let Err(e) = self.store.renew_lease(job.id, &self.owner, until).await {
-                        tracing::warn!(error = %e, id = job.id, "could not renew a job's lease");
+        // Keep the lease while the work runs (an ARM operation can take minutes). The renewal
+        // runs as its own task: awaited inside the work's task, a renewal waiting for a pool
+        // connection would stop the work from being polled while it holds a transaction open
+        // (and with it the audit chain's head row that the pool's other connections wait on).
+        let renewal = {
+            let (store, owner, id) = (self.store.clone(), self.owner.clone(), job.id);
+            tokio::spawn(async move {
+                let mut renew = tokio::time::interval(RENEW);
+                renew.tick().await;
+                loop {
+                    renew.tick().await;
+                    let until = Utc::now()
+                        + chrono::Duration::from_std(LEASE).unwrap_or(chrono::Duration::seconds(2));
+                    if let Err(e) = store.renew_lease(id, &owner, until).await {
+                        tracing::warn!(error = %e, id, "could not renew a job's lease");
                     }
                 }
-            }
+            })
         };
+        let outcome = work.await;
+        renewal.abort();
         let result = match outcome {
             JobOutcome::Done => self.store.finish_job(job.id, &self.owner).await,
             JobOutcome::Retry(why) => {
