@@ -10,6 +10,7 @@ use crate::auth::{jwks, JwksCache, TokenValidator};
 use crate::config::{redact_url, ArmCredentialKind, ArmMode, AuthConfig, Config, DatabaseUrl};
 use crate::dispatch::enforce::Enforcer;
 use crate::dispatch::grants::Grants;
+use crate::dispatch::reconcile::Reconciler;
 use crate::dispatch::Dispatcher;
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
@@ -116,6 +117,15 @@ pub async fn arm_for_sim(config: &Config, sim: Sim, token: &str) -> anyhow::Resu
     })
 }
 
+/// The reconciler that repairs drift in the NSGs of applied policies.
+pub fn reconciler(config: &Config, store: DynStore, arm: &Arm) -> Reconciler {
+    Reconciler::new(
+        store,
+        arm.client.clone(),
+        NsgWriter::new(arm.client.clone(), config.rule_priority_base),
+    )
+}
+
 /// The dispatcher that carries out queued ARM work through `arm`.
 pub fn dispatcher(config: &Config, store: DynStore, arm: &Arm) -> Dispatcher {
     let writer = NsgWriter::new(arm.client.clone(), config.rule_priority_base);
@@ -172,12 +182,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let worker = tokio::spawn(dispatch.run(stopped(stop_rx.clone())));
     let refresher = tokio::spawn(
-        inventory(state.config.as_ref(), state.store.clone(), &arm).run(stopped(stop_rx)),
+        inventory(state.config.as_ref(), state.store.clone(), &arm).run(stopped(stop_rx.clone())),
+    );
+    let repairer = tokio::spawn(
+        reconciler(state.config.as_ref(), state.store.clone(), &arm).run(stopped(stop_rx)),
     );
     serve(listener, state, shutdown_signal()).await?;
     let _ = stop_tx.send(true);
     let _ = worker.await;
     let _ = refresher.await;
+    let _ = repairer.await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -869,3 +869,72 @@ async fn with_a_fifth_of_arm_calls_failing_every_request_ends_properly_and_every
         );
     }
 }
+
+#[tokio::test]
+async fn the_reconciler_restores_a_deleted_deny_rule_and_removes_stray_allow_rules() {
+    use jitgate::arm::sim::seed::allow_inbound;
+    let (app, sim) = app_with_policy("vm-web-1", json!({ "ports": [{ "number": 22 }] })).await;
+    let alice = app.token("alice@example.com", &[Role::Requester]);
+    let request: Value = submit(&app, &alice, &body("vm-web-1", "PT1H", ALICE_IP))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = request["id"].as_str().unwrap().to_string();
+    wait_until(
+        &app,
+        || async { status_of(&app, &alice, &id).await["status"] == "active" },
+        "activation",
+    )
+    .await;
+
+    // Drift: someone deletes the deny rule in the portal, and a stray allow rule of ours
+    // (for a request that does not exist) lets mallory in.
+    let nsg_id = seed::nsg_id(SUB, RG, "nsg-web-subnet");
+    let mut nsg = sim.nsg(&nsg_id).unwrap();
+    nsg.properties
+        .security_rules
+        .retain(|r| !r.name.starts_with("jitgate-deny-"));
+    let mut stray = allow_inbound("jitgate-allow-22-0123456789abcdef", 150, MALLORY_IP, "22");
+    stray.properties.description = Some("jitgate access request no-such-request for nobody".into());
+    nsg.properties.security_rules.push(stray);
+    sim.world().upsert_nsg(nsg);
+    assert!(open_from(&sim, "vm-web-1", MALLORY_IP, 22));
+    assert!(
+        open_from(&sim, "vm-web-1", "198.51.100.77", 22),
+        "the deny rule is gone"
+    );
+
+    let sim_arm = jitgate::server::arm_for_sim(
+        &jitgate::config::Settings::default().resolve().unwrap(),
+        sim.clone(),
+        SIM_TOKEN,
+    )
+    .await
+    .unwrap();
+    let reconciler = jitgate::server::reconciler(
+        &jitgate::config::Settings::default().resolve().unwrap(),
+        app.store.clone(),
+        &sim_arm,
+    );
+    let repairs = reconciler.reconcile_once().await.unwrap();
+    assert_eq!(repairs.allow_rules_removed.len(), 1, "{repairs:?}");
+    assert!(repairs.allow_rules_removed[0].starts_with("jitgate-allow-22-0123456789abcdef"));
+    assert_eq!(repairs.deny_rules_restored.len(), 1, "{repairs:?}");
+    wait_until(
+        &app,
+        || async { !open_from(&sim, "vm-web-1", "198.51.100.77", 22) },
+        "the deny rule back",
+    )
+    .await;
+    assert!(
+        !open_from(&sim, "vm-web-1", MALLORY_IP, 22),
+        "the stray rule is gone"
+    );
+    assert!(
+        open_from(&sim, "vm-web-1", ALICE_IP, 22),
+        "alice's active grant is explained and kept"
+    );
+    let again = reconciler.reconcile_once().await.unwrap();
+    assert_eq!(again, Default::default(), "nothing left to repair");
+}

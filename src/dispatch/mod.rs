@@ -4,6 +4,7 @@
 
 pub mod enforce;
 pub mod grants;
+pub mod reconcile;
 
 use crate::store::{DynStore, Job, JOB_ACTIVATE_REQUEST, JOB_CLOSE_REQUEST, JOB_ENFORCE_POLICY};
 use chrono::Utc;

@@ -105,6 +105,9 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
+    /// Queues the enforcement of a VM's policy again (the reconciler found its rules drifted).
+    async fn requeue_enforcement(&self, vm: &VmId, now: DateTime<Utc>) -> Result<(), StoreError>;
+
     /// Leases up to `limit` due jobs to `owner` until `now + lease`.
     async fn claim_jobs(
         &self,

@@ -553,6 +553,13 @@ macro_rules! impl_sql_store {
                 Ok(jobs)
             }
 
+            async fn requeue_enforcement(&self, vm: &$crate::domain::VmId, now: chrono::DateTime<chrono::Utc>) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.writer().begin().await.map_err($crate::store::StoreError::from_sqlx)?;
+                Self::enqueue_enforcement(&mut tx, vm, now).await?;
+                tx.commit().await.map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(())
+            }
+
             async fn renew_lease(&self, id: i64, owner: &str, until: chrono::DateTime<chrono::Utc>) -> Result<bool, $crate::store::StoreError> {
                 let done = sqlx::query("UPDATE jobs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
                     .bind(until)
