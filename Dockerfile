@@ -6,6 +6,8 @@ RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo build --release --locked || true
 COPY src ./src
 COPY migrations ./migrations
+# The manifest names the benchmarks as targets; they are not built, but must be there.
+COPY benches ./benches
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked
 
 # Run: a small Debian image with CA certificates (for Entra ID and ARM over TLS), as a
