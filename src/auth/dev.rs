@@ -107,21 +107,32 @@ impl DevKey {
                     .secret
                     .to_pkcs8_pem(LineEnding::LF)
                     .context("encoding the dev key")?;
+                // Written whole to a file of our own, then linked into place: the key file
+                // appears complete or not at all, so a replica starting alongside never reads a
+                // half-written key, and whoever links first wins.
+                let tmp = data_dir.join(format!(".{}.{}", KEY_FILE, uuid::Uuid::new_v4().simple()));
                 let mut options = std::fs::OpenOptions::new();
                 options.write(true).create_new(true);
                 #[cfg(unix)]
                 std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                match options.open(&path) {
-                    Ok(mut file) => {
+                let written = options
+                    .open(&tmp)
+                    .and_then(|mut file| {
                         file.write_all(pem.as_bytes())
-                            .with_context(|| format!("writing {}", path.display()))?;
-                        Ok(key)
-                    }
-                    // Another process created it first: use theirs.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        Self::load_or_create(data_dir)
-                    }
+                            .and_then(|()| file.sync_all())
+                    })
+                    .with_context(|| format!("writing {}", tmp.display()));
+                let linked = written.and_then(|()| match std::fs::hard_link(&tmp, &path) {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
                     Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+                });
+                let _ = std::fs::remove_file(&tmp);
+                if linked? {
+                    Ok(key)
+                } else {
+                    // Another process created it first: use theirs.
+                    Self::load_or_create(data_dir)
                 }
             }
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -232,6 +243,27 @@ mod tests {
             .roles
             .iter()
             .all(|g| g.scope.to_string() == "/subscriptions/s1"));
+    }
+
+    #[test]
+    fn processes_starting_together_all_get_the_same_whole_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let kids: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        DevKey::load_or_create(dir.path())
+                            .unwrap()
+                            .kid()
+                            .to_string()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(kids.iter().all(|k| *k == kids[0]), "{kids:?}");
+        let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "only the key file is left");
     }
 
     #[tokio::test]
