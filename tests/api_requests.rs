@@ -80,6 +80,16 @@ async fn status_of(app: &TestApp, token: &str, id: &str) -> Value {
         .await
 }
 
+/// Waits until the request is `active` (its allow rules written and confirmed).
+async fn wait_active(app: &TestApp, token: &str, id: &str) {
+    wait_until(
+        app,
+        || async { status_of(app, token, id).await["status"] == "active" },
+        "activation",
+    )
+    .await;
+}
+
 async fn act(app: &TestApp, token: &str, id: &str, action: &str, body: Value) -> Response {
     app.request(
         Method::POST,
@@ -125,12 +135,7 @@ async fn an_auto_approved_request_opens_the_port_for_its_source_only_until_it_ex
         "PT2S"
     );
 
-    wait_until(
-        &app,
-        || async { status_of(&app, &alice, &id).await["status"] == "active" },
-        "activation",
-    )
-    .await;
+    wait_active(&app, &alice, &id).await;
     assert!(
         open_from(&sim, "vm-web-1", ALICE_IP, 22),
         "open for alice's address"
@@ -240,12 +245,7 @@ async fn manual_approval_takes_two_distinct_approvers_and_never_the_requestor() 
         .await
         .unwrap();
     assert_eq!(two["status"], "approved");
-    wait_until(
-        &app,
-        || async { status_of(&app, &alice, &id).await["status"] == "active" },
-        "activation",
-    )
-    .await;
+    wait_active(&app, &alice, &id).await;
     assert!(open_from(&sim, "vm-rdp", ALICE_IP, 22));
     problem(act(&app, &carol, &id, "approve", json!({})).await, 409).await;
 }
@@ -482,12 +482,7 @@ async fn a_bot_asks_for_a_user_whose_own_assignments_decide() {
     assert_eq!(request["requestor"]["id"], USER);
     assert_eq!(request["submittedBy"]["name"], "chatops-bot");
     let id = request["id"].as_str().unwrap().to_string();
-    wait_until(
-        &app,
-        || async { status_of(&app, &bot, &id).await["status"] == "active" },
-        "activation",
-    )
-    .await;
+    wait_active(&app, &bot, &id).await;
     assert!(open_from(&sim, "vm-web-1", ALICE_IP, 22));
 
     // The source must be named: the bot's address is not the user's.
@@ -557,12 +552,7 @@ async fn revoking_closes_the_port_at_once_and_a_newer_request_supersedes_an_olde
         .await
         .unwrap();
     let first_id = first["id"].as_str().unwrap().to_string();
-    wait_until(
-        &app,
-        || async { status_of(&app, &alice, &first_id).await["status"] == "active" },
-        "activation",
-    )
-    .await;
+    wait_active(&app, &alice, &first_id).await;
 
     // Asking again for the same port and source: the newer request takes over.
     let second: Value = submit(&app, &alice, &body("vm-web-1", "PT1H", ALICE_IP))
@@ -571,12 +561,7 @@ async fn revoking_closes_the_port_at_once_and_a_newer_request_supersedes_an_olde
         .await
         .unwrap();
     let second_id = second["id"].as_str().unwrap().to_string();
-    wait_until(
-        &app,
-        || async { status_of(&app, &alice, &second_id).await["status"] == "active" },
-        "activation",
-    )
-    .await;
+    wait_active(&app, &alice, &second_id).await;
     wait_until(
         &app,
         || async { status_of(&app, &alice, &first_id).await["status"] == "revoked" },
@@ -639,12 +624,7 @@ async fn a_vm_shows_its_active_grants_to_those_who_may_see_them() {
         .await
         .unwrap();
     let id = request["id"].as_str().unwrap().to_string();
-    wait_until(
-        &app,
-        || async { status_of(&app, &alice, &id).await["status"] == "active" },
-        "activation",
-    )
-    .await;
+    wait_active(&app, &alice, &id).await;
 
     let vm_url = format!("/v1/subscriptions/{SUB}/resourceGroups/{RG}/virtualMachines/vm-web-1");
     let grants = |v: Value| v["activeGrants"].clone();
@@ -691,12 +671,7 @@ async fn behind_a_firewall_access_is_a_dnat_rule_on_a_mapped_port_for_the_source
         .await
         .unwrap();
     let id = request["id"].as_str().unwrap().to_string();
-    wait_until(
-        &app,
-        || async { status_of(&app, &alice, &id).await["status"] == "active" },
-        "activation",
-    )
-    .await;
+    wait_active(&app, &alice, &id).await;
     let port = status_of(&app, &alice, &id).await["virtualMachines"][0]["ports"][0].clone();
     assert_eq!(port["mappedAddress"], "20.50.0.100");
     let mapped = port["mappedPort"].as_u64().unwrap() as u16;
@@ -881,12 +856,7 @@ async fn the_reconciler_restores_a_deleted_deny_rule_and_removes_stray_allow_rul
         .await
         .unwrap();
     let id = request["id"].as_str().unwrap().to_string();
-    wait_until(
-        &app,
-        || async { status_of(&app, &alice, &id).await["status"] == "active" },
-        "activation",
-    )
-    .await;
+    wait_active(&app, &alice, &id).await;
 
     // Drift: someone deletes the deny rule in the portal, and a stray allow rule of ours
     // (for a request that does not exist) lets mallory in.
