@@ -908,3 +908,91 @@ async fn the_reconciler_restores_a_deleted_deny_rule_and_removes_stray_allow_rul
     let again = reconciler.reconcile_once().await.unwrap();
     assert_eq!(again, Default::default(), "nothing left to repair");
 }
+
+#[tokio::test]
+async fn a_failed_activation_takes_back_the_rules_it_had_written() {
+    use jitgate::arm::sim::seed::VmSpec;
+    use jitgate::arm::sim::{Fault, FaultMatch, FaultPlan};
+    let sim = Sim::seeded().with_token(SIM_TOKEN);
+    // A VM behind two NSGs: its subnet's and its NIC's.
+    sim.add_vm(&VmSpec {
+        subscription: SUB,
+        resource_group: RG,
+        name: "vm-two-nsgs",
+        vnet: "vnet-demo",
+        subnet: "snet-web",
+        private_ip: "10.10.1.50",
+        public_ip: None,
+        nic_nsg: Some("nsg-app"),
+    });
+    let app = TestApp::spawn_with_arm(sim.clone()).await;
+    let url =
+        format!("/v1/subscriptions/{SUB}/resourceGroups/{RG}/virtualMachines/vm-two-nsgs/policy");
+    assert_eq!(
+        app.request(Method::PUT, &url, &app.admin())
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    wait_until(
+        &app,
+        || async { app.get_json(&url, &app.admin()).await["enforcement"]["state"] == "applied" },
+        "enforcement",
+    )
+    .await;
+
+    // The NIC's NSG refuses the grant's write; the subnet's has taken it by then.
+    sim.set_faults(FaultPlan {
+        script: vec![(
+            FaultMatch {
+                method: Some("PUT".into()),
+                path_contains: Some("nsg-app".into()),
+            },
+            Fault::LroFailed {
+                code: "NetworkSecurityGroupUpdateFailed".into(),
+                message: "injected".into(),
+            },
+        )]
+        .into(),
+        ..FaultPlan::default()
+    });
+    let alice = app.token("alice@example.com", &[Role::Requester]);
+    let request: Value = submit(&app, &alice, &body("vm-two-nsgs", "PT1H", ALICE_IP))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = request["id"].as_str().unwrap().to_string();
+    wait_until(
+        &app,
+        || async { status_of(&app, &alice, &id).await["status"] == "failed" },
+        "failure",
+    )
+    .await;
+    let failed = status_of(&app, &alice, &id).await;
+    assert!(
+        failed["virtualMachines"][0]["ports"][0]["statusReason"]
+            .as_str()
+            .unwrap()
+            .contains("NetworkSecurityGroupUpdateFailed"),
+        "{failed}"
+    );
+    let allow_rules = || {
+        sim.nsg(&seed::nsg_id(SUB, RG, "nsg-web-subnet"))
+            .unwrap()
+            .properties
+            .security_rules
+            .iter()
+            .filter(|r| r.name.starts_with("jitgate-allow-"))
+            .count()
+    };
+    wait_until(
+        &app,
+        || async { allow_rules() == 0 },
+        "the partial rule's removal",
+    )
+    .await;
+}

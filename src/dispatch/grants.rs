@@ -107,12 +107,17 @@ impl Grants {
             }
         }
         let now = Utc::now();
-        let close = next
-            .end_times()
-            .iter()
-            .map(|(_, _, end)| *end)
-            .min()
-            .map(|end| close_job(&next.id, end));
+        // Active: close at the first port's end. Failed: close now, since some rules may
+        // have been written before the failure.
+        let close = match next.status {
+            RequestStatus::Failed => Some(close_job(&next.id, now)),
+            _ => next
+                .end_times()
+                .iter()
+                .map(|(_, _, end)| *end)
+                .min()
+                .map(|end| close_job(&next.id, end)),
+        };
         let event_type = if next.status == RequestStatus::Active {
             "request.activated"
         } else {
