@@ -22,6 +22,33 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Polls a request until it reaches `status` (and never `failed`); returns it.
+async fn wait_for(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+    status: &str,
+    every: Duration,
+) -> Value {
+    loop {
+        let r: Value = http
+            .get(format!("{base}/v1/access-requests/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r["status"] == status {
+            return r;
+        }
+        assert_ne!(r["status"], "failed", "{r}");
+        tokio::time::sleep(every).await;
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n: usize = std::env::args()
@@ -123,7 +150,7 @@ async fn main() {
     let mut baseline = Vec::new();
     let mut to_active = Vec::new();
     let mut lateness = Vec::new();
-    let mut pending: Vec<(String, Instant)> = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
     for name in &names {
         let t = Instant::now();
         http.get(format!("{base}/healthz")).send().await.unwrap();
@@ -142,59 +169,48 @@ async fn main() {
             .await
             .unwrap();
         let id = created["id"].as_str().unwrap().to_string();
-        loop {
-            let r: Value = http
-                .get(format!("{base}/v1/access-requests/{id}"))
-                .bearer_auth(&alice)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if r["status"] == "active" {
-                to_active.push(started.elapsed());
-                break;
-            }
-            assert_ne!(r["status"], "failed", "{r}");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        pending.push((id, started));
+        wait_for(
+            &http,
+            &base,
+            &alice,
+            &id,
+            "active",
+            Duration::from_millis(2),
+        )
+        .await;
+        to_active.push(started.elapsed());
+        ids.push(id);
     }
     // Expiry lateness: from each port's endTimeUtc to the audit event recording its expiry,
     // which is written after ARM has confirmed the allow rule's removal.
-    for (id, _) in &pending {
-        loop {
-            let r: Value = http
-                .get(format!("{base}/v1/access-requests/{id}"))
-                .bearer_auth(&alice)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if r["status"] == "expired" {
-                let end: chrono::DateTime<chrono::Utc> = r["virtualMachines"][0]["ports"][0]
-                    ["endTimeUtc"]
-                    .as_str()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                let events = audit.audit_events_after(0, 1_000_000).await.unwrap();
-                let closed = events
-                    .iter()
-                    .find(|e| {
-                        e.event_type == "request.expired"
-                            && e.request_id.as_deref() == Some(id.as_str())
-                    })
-                    .map(|e| e.at)
-                    .unwrap();
-                lateness.push((closed - end).to_std().unwrap_or_default());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    let mut ends = Vec::new();
+    for id in &ids {
+        let r = wait_for(
+            &http,
+            &base,
+            &alice,
+            id,
+            "expired",
+            Duration::from_millis(20),
+        )
+        .await;
+        let end: chrono::DateTime<chrono::Utc> = r["virtualMachines"][0]["ports"][0]["endTimeUtc"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        ends.push((id.clone(), end));
+    }
+    let events = audit.audit_events_after(0, 1_000_000).await.unwrap();
+    for (id, end) in ends {
+        let closed = events
+            .iter()
+            .find(|e| {
+                e.event_type == "request.expired" && e.request_id.as_deref() == Some(id.as_str())
+            })
+            .map(|e| e.at)
+            .unwrap();
+        lateness.push((closed - end).to_std().unwrap_or_default());
     }
     let b50 = percentile(&mut baseline, 0.5);
     let a50 = percentile(&mut to_active, 0.5);

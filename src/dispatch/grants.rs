@@ -424,27 +424,42 @@ impl Grants {
         request: &AccessRequest,
         ports: &[(VmId, RequestedPort)],
     ) -> Result<(), Failure> {
+        // One read of each VM's network (and firewalls), however many of its ports close.
+        let mut by_vm: Vec<(&VmId, Vec<&RequestedPort>)> = Vec::new();
         for (vm, port) in ports {
+            match by_vm.iter_mut().find(|(v, _)| *v == vm) {
+                Some((_, list)) => list.push(port),
+                None => by_vm.push((vm, vec![port])),
+            }
+        }
+        for (vm, ports) in by_vm {
             let network = match discovery::discover_vm(&self.client, vm.as_str()).await {
                 Ok(n) => n,
                 Err(e) if e.is_not_found() => continue, // the VM is gone, and its rules' purpose with it
                 Err(e) => return Err(Failure::arm(e)),
             };
-            let name = allow_rule_name(&request.id, vm, port);
-            if port.mapped.is_some() {
-                for (group, _, _) in self.firewalls_of(vm).await? {
-                    self.firewall_writer
-                        .apply(&group, NatChange::Remove { name: name.clone() })
-                        .await
-                        .map_err(Failure::write)?;
+            let firewalls = if ports.iter().any(|p| p.mapped.is_some()) {
+                self.firewalls_of(vm).await?
+            } else {
+                vec![]
+            };
+            for port in ports {
+                let name = allow_rule_name(&request.id, vm, port);
+                if port.mapped.is_some() {
+                    for (group, _, _) in &firewalls {
+                        self.firewall_writer
+                            .apply(group, NatChange::Remove { name: name.clone() })
+                            .await
+                            .map_err(Failure::write)?;
+                    }
                 }
-            }
-            for nsg in &network.network_security_groups {
-                for rule in [name.clone(), firewall_rule_name(&name)] {
-                    self.writer
-                        .apply(&nsg.id, RuleChange::Remove { name: rule })
-                        .await
-                        .map_err(Failure::write)?;
+                for nsg in &network.network_security_groups {
+                    for rule in [name.clone(), firewall_rule_name(&name)] {
+                        self.writer
+                            .apply(&nsg.id, RuleChange::Remove { name: rule })
+                            .await
+                            .map_err(Failure::write)?;
+                    }
                 }
             }
         }
