@@ -3,6 +3,7 @@
 //! assessment outcome.
 
 use super::Sim;
+use crate::arm::evaluate;
 use crate::arm::model::{
     Access, Direction, FirewallRule, NetworkSecurityGroup, NetworkSecurityGroupProperties,
     RuleCollection, RuleCollectionGroup, RuleCollectionGroupProperties, SecurityRule,
@@ -256,7 +257,7 @@ impl Sim {
         port: u16,
         source: std::net::IpAddr,
     ) -> Option<(String, u16)> {
-        let ctx = crate::arm::evaluate::NetworkContext::default();
+        let ctx = evaluate::NetworkContext::default();
         let mut world = self.world();
         world.settle(std::time::Instant::now());
         let mut groups: Vec<&RuleCollectionGroup> =
@@ -272,7 +273,7 @@ impl Sim {
             collections.sort_by_key(|c| c.priority);
             for rule in collections.iter().flat_map(|c| c.rules.iter()) {
                 let to_us = rule.destination_addresses.iter().any(|d| d == public_ip);
-                let on_port = crate::arm::evaluate::port_in_ranges(
+                let on_port = evaluate::port_in_ranges(
                     port,
                     &rule
                         .destination_ports
@@ -281,16 +282,17 @@ impl Sim {
                         .collect::<Vec<_>>(),
                 );
                 let from = rule.source_addresses.is_empty()
-                    || rule.source_addresses.iter().any(
-                        |s| match crate::arm::evaluate::parse_prefix(s) {
-                            crate::arm::evaluate::AddressPrefix::Any => true,
-                            crate::arm::evaluate::AddressPrefix::Net(net) => net.contains(&source),
-                            crate::arm::evaluate::AddressPrefix::Internet => {
-                                crate::arm::evaluate::is_internet_address(source, &ctx)
+                    || rule
+                        .source_addresses
+                        .iter()
+                        .any(|s| match evaluate::parse_prefix(s) {
+                            evaluate::AddressPrefix::Any => true,
+                            evaluate::AddressPrefix::Net(net) => net.contains(&source),
+                            evaluate::AddressPrefix::Internet => {
+                                evaluate::is_internet_address(source, &ctx)
                             }
                             _ => false,
-                        },
-                    );
+                        });
                 if to_us && on_port && from {
                     let port = rule
                         .translated_port
