@@ -1,10 +1,14 @@
 //! The `jitgate` command line.
 
+use crate::audit::checkpoint::AuditVerifier;
+use crate::audit::verify::verify_chain;
 use crate::auth::dev::{DevKey, DevTokenSpec};
-use crate::config::{Config, ConfigError, Settings};
+use crate::config::{redact_url, Config, ConfigError, DatabaseUrl, Settings};
 use crate::domain::{AccessDuration, Scope};
+use crate::history_seed::{self, HistorySpec};
 use crate::rbac::Role;
 use crate::{api, server, store, telemetry};
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +36,40 @@ pub enum Command {
     Token(TokenArgs),
     /// Run the ARM simulator alone, seeded with the demo subscription.
     ArmSim(ArmSimArgs),
+    /// The audit trail, offline.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Fill a database with realistic grant history (for benchmarks and trying queries).
+    SeedHistory(SeedHistoryArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain in a database and report the first broken seq (exit status 1).
+    Verify(AuditVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    /// The database to check (sqlite://FILE or postgres://...).
+    #[arg(long, env = "JITGATE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// The audit signing key (or its public key, PEM), needed once events were pruned.
+    #[arg(long, env = "JITGATE_AUDIT_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SeedHistoryArgs {
+    /// The database to fill (sqlite://FILE or postgres://...); migrated first.
+    #[arg(long, env = "JITGATE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// How many grants to write.
+    #[arg(long)]
+    pub grants: u64,
+    /// The random seed: the same seed writes the same history.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +195,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init(crate::config::LogFormat::Text);
             runtime()?.block_on(run_arm_sim(args))
         }
+        Command::Audit(AuditCommand::Verify(args)) => runtime()?.block_on(audit_verify(args)),
+        Command::SeedHistory(args) => runtime()?.block_on(seed_history(args)),
         Command::Migrate(args) => {
             let config = args.resolve()?;
             telemetry::init(config.log_format);
@@ -173,6 +213,54 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+async fn open_store(url: &str) -> anyhow::Result<store::DynStore> {
+    let database = DatabaseUrl::parse(url).map_err(|reason| ConfigError {
+        setting: "--database-url",
+        value: redact_url(url),
+        reason,
+    })?;
+    store::connect(&database)
+        .await
+        .with_context(|| format!("opening the database {}", redact_url(url)))
+}
+
+/// Prints the report as JSON; a broken chain is an error, so the exit status says it too.
+async fn audit_verify(args: AuditVerifyArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.database_url).await?;
+    let key = args
+        .signing_key
+        .as_deref()
+        .map(AuditVerifier::load)
+        .transpose()?;
+    let report = verify_chain(&store, key.as_ref(), None).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    match report.broken_at {
+        None => Ok(()),
+        Some(seq) => anyhow::bail!(
+            "the audit chain is broken at seq {seq}: {}",
+            report.reason.unwrap_or_default()
+        ),
+    }
+}
+
+async fn seed_history(args: SeedHistoryArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.database_url).await?;
+    let spec = HistorySpec::new(args.grants, args.seed, chrono::Utc::now());
+    let started = std::time::Instant::now();
+    let mut last_report = 0;
+    history_seed::seed(&store, &spec, |done| {
+        if done - last_report >= 1_000_000 || done == spec.grants {
+            last_report = done;
+            eprintln!(
+                "{done} grants written ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    })
+    .await?;
+    Ok(())
 }
 
 async fn run_arm_sim(args: ArmSimArgs) -> anyhow::Result<()> {

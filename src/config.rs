@@ -70,6 +70,14 @@ pub struct Settings {
     /// text or json [default: text]
     #[arg(long, env = "JITGATE_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// How long audit events are kept, ISO 8601 (P365D); older ones are pruned behind a
+    /// signed checkpoint [default: kept forever]
+    #[arg(long, env = "JITGATE_AUDIT_RETENTION")]
+    pub audit_retention: Option<String>,
+    /// The P-256 key (PKCS#8 PEM) that signs retention checkpoints; created when missing
+    /// [default: DATA_DIR/audit-signing-key.pem]
+    #[arg(long, env = "JITGATE_AUDIT_SIGNING_KEY")]
+    pub audit_signing_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +165,9 @@ pub struct Config {
     pub durations: DurationLimits,
     pub rule_priority_base: u16,
     pub log_format: LogFormat,
+    /// Audit events older than this are pruned; `None` keeps them forever.
+    pub audit_retention: Option<chrono::Duration>,
+    pub audit_signing_key: PathBuf,
 }
 
 /// A setting that cannot be used, said in one line.
@@ -206,7 +217,9 @@ impl Settings {
             trusted_proxies,
             min_access_duration,
             rule_priority_base,
-            log_format
+            log_format,
+            audit_retention,
+            audit_signing_key
         )
     }
 
@@ -413,10 +426,29 @@ impl Settings {
             }
         };
 
+        let audit_retention = match self.audit_retention.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(
+                text.parse::<AccessDuration>()
+                    .and_then(|d| {
+                        if d.as_secs() == 0 {
+                            Err("a retention of zero would delete every event".into())
+                        } else {
+                            Ok(d.as_chrono())
+                        }
+                    })
+                    .map_err(|r| bad("JITGATE_AUDIT_RETENTION", text, r))?,
+            ),
+        };
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("."));
+        let audit_signing_key = self
+            .audit_signing_key
+            .unwrap_or_else(|| data_dir.join("audit-signing-key.pem"));
+
         Ok(Config {
             listen,
             database,
-            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from(".")),
+            data_dir,
             auth,
             token_leeway,
             arm,
@@ -425,6 +457,8 @@ impl Settings {
             durations: DurationLimits::with_min(min),
             rule_priority_base,
             log_format,
+            audit_retention,
+            audit_signing_key,
         })
     }
 }

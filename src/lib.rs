@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
+pub mod history_seed;
 pub mod inventory;
 pub mod metrics;
 pub mod rbac;

@@ -5,6 +5,7 @@ use crate::arm::client::{ArmClient, RetryPolicy};
 use crate::arm::credential::{ArmCredential, AzureEnv};
 use crate::arm::nsg_writer::NsgWriter;
 use crate::arm::sim::Sim;
+use crate::audit::checkpoint::{run_retention, AuditSigner};
 use crate::auth::dev::DevKey;
 use crate::auth::{jwks, JwksCache, TokenValidator};
 use crate::config::{redact_url, ArmCredentialKind, ArmMode, AuthConfig, Config, DatabaseUrl};
@@ -185,13 +186,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         inventory(state.config.as_ref(), state.store.clone(), &arm).run(stopped(stop_rx.clone())),
     );
     let repairer = tokio::spawn(
-        reconciler(state.config.as_ref(), state.store.clone(), &arm).run(stopped(stop_rx)),
+        reconciler(state.config.as_ref(), state.store.clone(), &arm).run(stopped(stop_rx.clone())),
     );
+    let retention = match state.config.audit_retention {
+        Some(retention) => {
+            let signer = AuditSigner::load_or_create(&state.config.audit_signing_key)
+                .context("loading the audit signing key (JITGATE_AUDIT_SIGNING_KEY)")?;
+            Some(tokio::spawn(run_retention(
+                state.store.clone(),
+                signer,
+                retention,
+                stopped(stop_rx.clone()),
+            )))
+        }
+        None => None,
+    };
     serve(listener, state, shutdown_signal()).await?;
     let _ = stop_tx.send(true);
     let _ = worker.await;
     let _ = refresher.await;
     let _ = repairer.await;
+    if let Some(retention) = retention {
+        let _ = retention.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

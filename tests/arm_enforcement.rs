@@ -118,8 +118,10 @@ async fn enabling_a_policy_closes_the_port_and_deleting_it_reopens_it() {
         [
             "policy.created",
             "policy.enforcementApplied",
+            "dispatch.attempted",
             "policy.deleted",
-            "policy.enforcementRemoved"
+            "policy.enforcementRemoved",
+            "dispatch.attempted"
         ]
     );
     common::assert_chain_ok(&events);

@@ -124,6 +124,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(why) => ApiError::Conflict(why),
             StoreError::Unprocessable(why) => ApiError::Unprocessable(why),
             StoreError::Unavailable(why) => ApiError::Unavailable(why),
+            StoreError::InvalidInput(why) => ApiError::BadRequest(why),
             other => ApiError::Internal(other.into()),
         }
     }

@@ -1,8 +1,11 @@
 //! The HTTP API: one module per resource, each exposing its routes; this module puts them
 //! together with the layers every request passes through.
 
+pub mod audit;
 pub mod error;
+mod export;
 pub mod extract;
+pub mod grants;
 pub mod me;
 mod middleware;
 pub mod ops;
@@ -85,6 +88,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(role_assignments::router())
         .merge(vms::router())
         .merge(requests::router())
+        .merge(grants::router())
+        .merge(audit::router())
         .merge(ops::router())
 }
 

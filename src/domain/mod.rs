@@ -3,6 +3,7 @@
 
 pub mod duration;
 pub mod errors;
+pub mod grant;
 pub mod ids;
 pub mod network;
 pub mod policy;

@@ -12,6 +12,7 @@ pub mod sqlite;
 
 use crate::audit::{AuditEvent, NewAuditEvent};
 use crate::config::DatabaseUrl;
+use crate::domain::grant::{Grant, GrantStatus};
 use crate::domain::request::{AccessRequest, RequestStatus};
 use crate::domain::{Assessment, Policy, Principal, Scope, VmId, VmNetwork};
 use crate::rbac::{Role, RoleAssignment};
@@ -186,6 +187,86 @@ pub trait Store: Send + Sync + 'static {
         after: i64,
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// One keyset page of grant history, newest first (by `grantedAt`, then id).
+    async fn list_grants(
+        &self,
+        filter: &GrantFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Grant>, StoreError>;
+
+    /// One keyset page of audit events, oldest first (by `at`, then `seq`).
+    async fn list_audit_events(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEvent>, StoreError>;
+
+    /// The chain's head as the database records it: the last seq and its hash.
+    async fn audit_head(&self) -> Result<(i64, String), StoreError>;
+
+    /// The newest retention checkpoint, if events were ever pruned.
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
+
+    /// The last event stamped before `at` (where retention may cut the chain).
+    async fn last_event_before(&self, at: DateTime<Utc>) -> Result<Option<AuditEvent>, StoreError>;
+
+    /// Records `checkpoint` (if it is not already), then deletes up to `batch` events it
+    /// covers; returns how many were deleted (call again until 0).
+    async fn prune_audit(&self, checkpoint: &Checkpoint, batch: u32) -> Result<u64, StoreError>;
+
+    /// Bulk-loads history (benchmarks, imports): grants only, no audit events.
+    async fn import_grants(&self, grants: &[Grant]) -> Result<(), StoreError>;
+}
+
+/// Filters of `GET /v1/grants`.
+#[derive(Debug, Clone, Default)]
+pub struct GrantFilter {
+    pub vm_key: Option<String>,
+    pub requestor: Option<String>,
+    pub port: Option<u16>,
+    pub status: Option<GrantStatus>,
+    /// Grants open at any moment in `[from, to)`.
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Only grants on VMs under these scopes; `None` means everywhere.
+    pub within: Option<Vec<Scope>>,
+}
+
+/// Filters of `GET /v1/audit/events`.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Any of these event types.
+    pub types: Vec<String>,
+    pub actor: Option<String>,
+    pub resource_id: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// A signed record of the chain at `seq`, kept when retention deletes the events up to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub hash: String,
+    /// Events in the chain up to and including `seq`.
+    pub events: i64,
+    pub created_at: DateTime<Utc>,
+    pub key_id: String,
+    /// ES256 over [`Checkpoint::signed_text`], base64url.
+    pub signature: String,
+}
+
+impl Checkpoint {
+    /// What the signature covers.
+    pub fn signed_text(seq: i64, hash: &str, events: i64, created_at: DateTime<Utc>) -> String {
+        format!(
+            "jitgate-audit-checkpoint/v1\n{seq}\n{hash}\n{events}\n{}",
+            created_at.format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        )
+    }
 }
 
 /// Opens (and migrates) the store a database URL names.
@@ -216,6 +297,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    /// A value from the client the store cannot use (a cursor that was tampered with).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
 }
 
 impl StoreError {

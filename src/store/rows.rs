@@ -213,3 +213,75 @@ impl TryFrom<RequestRow> for super::StoredRequest {
         })
     }
 }
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct GrantRow {
+    pub id: String,
+    pub request_id: String,
+    pub vm_id: String,
+    pub port: i32,
+    pub protocol: String,
+    pub source_prefix: String,
+    pub requestor_id: String,
+    pub requestor_name: String,
+    pub submitted_by_id: String,
+    pub submitted_by_name: String,
+    pub approvers: String,
+    pub justification: Option<String>,
+    pub granted_at: DateTime<Utc>,
+    pub end_time: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub status: String,
+    pub status_reason: String,
+}
+
+pub(super) const GRANT_COLUMNS: &str =
+    "g.id, g.request_id, g.vm_id, g.port, g.protocol, g.source_prefix, g.requestor_id, \
+     g.requestor_name, g.submitted_by_id, g.submitted_by_name, g.approvers, g.justification, \
+     g.granted_at, g.end_time, g.closed_at, g.status, g.status_reason";
+
+impl TryFrom<GrantRow> for crate::domain::grant::Grant {
+    type Error = StoreError;
+    fn try_from(row: GrantRow) -> Result<Self, StoreError> {
+        use crate::domain::grant::{Grant, GrantStatus};
+        Ok(Grant {
+            id: row.id,
+            request_id: row.request_id,
+            vm_id: row.vm_id,
+            port: u16::try_from(row.port).map_err(|e| corrupt("grant port", e))?,
+            protocol: row.protocol,
+            source_address_prefix: row.source_prefix,
+            requestor: Principal {
+                id: row.requestor_id,
+                name: row.requestor_name,
+            },
+            submitted_by: Principal {
+                id: row.submitted_by_id,
+                name: row.submitted_by_name,
+            },
+            approvers: serde_json::from_str(&row.approvers)
+                .map_err(|e| corrupt("grant approvers", e))?,
+            justification: row.justification,
+            granted_at: row.granted_at,
+            end_time_utc: row.end_time,
+            closed_at: row.closed_at,
+            status: GrantStatus::parse(&row.status).map_err(|e| corrupt("grant status", e))?,
+            status_reason: row.status_reason,
+        })
+    }
+}
+
+/// Keyset positions, as the opaque cursor carries them: a timestamp and a tie-breaker.
+pub(super) fn time_key(at: DateTime<Utc>, tie: &str) -> String {
+    format!(
+        "{}|{tie}",
+        at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    )
+}
+
+pub(super) fn parse_time_key(key: &str) -> Result<(DateTime<Utc>, String), StoreError> {
+    let bad = || StoreError::InvalidInput("cursor: not a cursor this service issued".into());
+    let (at, tie) = key.split_once('|').ok_or_else(bad)?;
+    let at = DateTime::parse_from_rfc3339(at).map_err(|_| bad())?;
+    Ok((at.with_timezone(&Utc), tie.to_string()))
+}

@@ -572,13 +572,23 @@ macro_rules! impl_sql_store {
             }
 
             async fn finish_job(&self, id: i64, owner: &str) -> Result<bool, $crate::store::StoreError> {
-                let done = sqlx::query("DELETE FROM jobs WHERE id = $1 AND lease_owner = $2")
-                    .bind(id)
-                    .bind(owner)
-                    .execute(self.writer())
-                    .await
-                    .map_err($crate::store::StoreError::from_sqlx)?;
-                Ok(done.rows_affected() == 1)
+                use $crate::store::StoreError;
+                let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
+                let done: Option<(String, String, i32)> =
+                    sqlx::query_as("DELETE FROM jobs WHERE id = $1 AND lease_owner = $2 RETURNING kind, subject, attempts")
+                        .bind(id)
+                        .bind(owner)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                let Some((kind, subject, attempts)) = done else {
+                    return Ok(false);
+                };
+                if let Some(event) = $crate::audit::dispatch_event(id, &kind, &subject, attempts, None) {
+                    Self::append_audit(&mut tx, event, chrono::Utc::now()).await?;
+                }
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(true)
             }
 
             async fn retry_job(
@@ -588,18 +598,27 @@ macro_rules! impl_sql_store {
                 run_after: chrono::DateTime<chrono::Utc>,
                 error: &str,
             ) -> Result<bool, $crate::store::StoreError> {
-                let done = sqlx::query(
+                use $crate::store::StoreError;
+                let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
+                let done: Option<(String, String, i32)> = sqlx::query_as(
                     "UPDATE jobs SET lease_owner = NULL, lease_until = NULL, run_after = $1, last_error = $2 \
-                     WHERE id = $3 AND lease_owner = $4",
+                     WHERE id = $3 AND lease_owner = $4 RETURNING kind, subject, attempts",
                 )
                 .bind(run_after)
                 .bind(error)
                 .bind(id)
                 .bind(owner)
-                .execute(self.writer())
+                .fetch_optional(&mut *tx)
                 .await
-                .map_err($crate::store::StoreError::from_sqlx)?;
-                Ok(done.rows_affected() == 1)
+                .map_err(StoreError::from_sqlx)?;
+                let Some((kind, subject, attempts)) = done else {
+                    return Ok(false);
+                };
+                if let Some(event) = $crate::audit::dispatch_event(id, &kind, &subject, attempts, Some((error, run_after))) {
+                    Self::append_audit(&mut tx, event, chrono::Utc::now()).await?;
+                }
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(true)
             }
 
             async fn next_job_due(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, $crate::store::StoreError> {
@@ -763,7 +782,11 @@ macro_rules! impl_sql_store {
                 if let Some(job) = &new.job {
                     Self::insert_job(&mut tx, job).await?;
                 }
+                let actor = new.event.actor.clone();
                 Self::append_audit(&mut tx, new.event, now).await?;
+                for event in Self::write_grants(&mut tx, r, &actor, now).await? {
+                    Self::append_audit(&mut tx, event, now).await?;
+                }
                 tx.commit().await.map_err(StoreError::from_sqlx)?;
                 Ok(RequestCreated::Created(StoredRequest { request: new.request, version: 1 }))
             }
@@ -803,7 +826,11 @@ macro_rules! impl_sql_store {
                 if let Some(job) = &update.job {
                     Self::insert_job(&mut tx, job).await?;
                 }
+                let actor = update.event.actor.clone();
                 Self::append_audit(&mut tx, update.event, now).await?;
+                for event in Self::write_grants(&mut tx, r, &actor, now).await? {
+                    Self::append_audit(&mut tx, event, now).await?;
+                }
                 tx.commit().await.map_err(StoreError::from_sqlx)?;
                 Ok(true)
             }
@@ -859,9 +886,308 @@ macro_rules! impl_sql_store {
                         .map_err($crate::store::StoreError::from_sqlx)?;
                 rows.into_iter().map(TryInto::try_into).collect()
             }
+
+            async fn list_grants(
+                &self,
+                filter: &$crate::store::GrantFilter,
+                page: &$crate::store::PageRequest,
+            ) -> Result<$crate::store::Page<$crate::domain::grant::Grant>, $crate::store::StoreError> {
+                use $crate::domain::grant::{Grant, GrantStatus};
+                use $crate::store::rows::{parse_time_key, time_key, GrantRow, GRANT_COLUMNS};
+                use $crate::store::{Page, StoreError};
+                // SQLite's planner, without statistics, may pick the index of a filter that
+                // matches millions of rows over one that matches a few: a unary `+` keeps a
+                // column from being used as an index, so only the most selective filter leads.
+                let lead = if filter.vm_key.is_some() {
+                    "vm"
+                } else if filter.requestor.is_some() {
+                    "requestor"
+                } else if filter.status == Some(GrantStatus::Active) {
+                    "status"
+                } else if filter.port.is_some() {
+                    "port"
+                } else {
+                    "time"
+                };
+                let col = |name: &str, column: &str| -> String {
+                    if name == lead || Self::BACKEND != "sqlite" { format!("g.{column}") } else { format!("+g.{column}") }
+                };
+                let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {GRANT_COLUMNS} FROM grants g WHERE 1 = 1"));
+                if let Some(vm) = &filter.vm_key {
+                    q.push(format!(" AND {} = ", col("vm", "vm_key"))).push_bind(vm.clone());
+                }
+                if let Some(who) = &filter.requestor {
+                    q.push(format!(" AND {} = ", col("requestor", "requestor_id"))).push_bind(who.clone());
+                }
+                if let Some(status) = filter.status {
+                    q.push(format!(" AND {} = ", col("status", "status"))).push_bind(status.as_str());
+                }
+                if let Some(port) = filter.port {
+                    q.push(format!(" AND {} = ", col("port", "port"))).push_bind(i32::from(port));
+                }
+                if let Some(scopes) = &filter.within {
+                    Self::push_within(&mut q, "g.", scopes);
+                }
+                if let Some(to) = filter.to {
+                    q.push(" AND g.granted_at < ").push_bind(to);
+                }
+                if let Some(from) = filter.from {
+                    // Open at `from` or later: it ended (or is to end) at `from` or after, and so
+                    // began no earlier than the longest grant ever lasted before it.
+                    let (max_span,): (i64,) = sqlx::query_as("SELECT max_span FROM grant_window WHERE id = 1")
+                        .fetch_one(self.reader())
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                    q.push(" AND g.granted_at >= ").push_bind(from - chrono::Duration::seconds(max_span));
+                    q.push(" AND COALESCE(g.closed_at, g.end_time, g.granted_at) >= ").push_bind(from);
+                }
+                if let Some(after) = &page.after {
+                    let (at, id) = parse_time_key(after)?;
+                    // The first condition alone is an index range on both databases.
+                    q.push(" AND g.granted_at <= ").push_bind(at);
+                    q.push(" AND (g.granted_at < ").push_bind(at).push(" OR g.id < ").push_bind(id).push(")");
+                }
+                q.push(" ORDER BY g.granted_at DESC, g.id DESC LIMIT ").push_bind(i64::from(page.limit) + 1);
+                let rows: Vec<GrantRow> = q.build_query_as().fetch_all(self.reader()).await.map_err(StoreError::from_sqlx)?;
+                let items = rows.into_iter().map(Grant::try_from).collect::<Result<Vec<_>, _>>()?;
+                Ok(Page::from_overfetch(items, page.limit, |g| time_key(g.granted_at, &g.id)))
+            }
+
+            async fn list_audit_events(
+                &self,
+                filter: &$crate::store::AuditFilter,
+                page: &$crate::store::PageRequest,
+            ) -> Result<$crate::store::Page<$crate::audit::AuditEvent>, $crate::store::StoreError> {
+                use $crate::audit::AuditEvent;
+                use $crate::store::rows::{parse_time_key, time_key, AuditRow, AUDIT_COLUMNS};
+                use $crate::store::{Page, StoreError};
+                let lead = if filter.request_id.is_some() {
+                    "request"
+                } else if filter.resource_id.is_some() {
+                    "resource"
+                } else if filter.actor.is_some() {
+                    "actor"
+                } else if !filter.types.is_empty() {
+                    "type"
+                } else {
+                    "time"
+                };
+                let col = |name: &str, column: &str| -> String {
+                    if name == lead || Self::BACKEND != "sqlite" { column.to_string() } else { format!("+{column}") }
+                };
+                let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_events WHERE 1 = 1"));
+                if let Some(id) = &filter.request_id {
+                    q.push(format!(" AND {} = ", col("request", "request_id"))).push_bind(id.clone());
+                }
+                if let Some(id) = &filter.resource_id {
+                    q.push(format!(" AND {} = ", col("resource", "lower(resource_id)"))).push_bind(id.to_ascii_lowercase());
+                }
+                if let Some(actor) = &filter.actor {
+                    q.push(format!(" AND {} = ", col("actor", "actor_id"))).push_bind(actor.clone());
+                }
+                if !filter.types.is_empty() {
+                    q.push(format!(" AND {} IN (", col("type", "event_type")));
+                    let mut list = q.separated(", ");
+                    for t in &filter.types {
+                        list.push_bind(t.clone());
+                    }
+                    q.push(")");
+                }
+                if let Some(from) = filter.from {
+                    q.push(" AND at >= ").push_bind(from);
+                }
+                if let Some(to) = filter.to {
+                    q.push(" AND at < ").push_bind(to);
+                }
+                if let Some(after) = &page.after {
+                    let (at, seq) = parse_time_key(after)?;
+                    let seq: i64 = seq.parse().map_err(|_| StoreError::InvalidInput("cursor: not a cursor this service issued".into()))?;
+                    q.push(" AND at >= ").push_bind(at);
+                    q.push(" AND (at > ").push_bind(at).push(" OR seq > ").push_bind(seq).push(")");
+                }
+                q.push(" ORDER BY at, seq LIMIT ").push_bind(i64::from(page.limit) + 1);
+                let rows: Vec<AuditRow> = q.build_query_as().fetch_all(self.reader()).await.map_err(StoreError::from_sqlx)?;
+                let items = rows.into_iter().map(AuditEvent::try_from).collect::<Result<Vec<_>, _>>()?;
+                Ok(Page::from_overfetch(items, page.limit, |e| time_key(e.at, &e.seq.to_string())))
+            }
+
+            async fn audit_head(&self) -> Result<(i64, String), $crate::store::StoreError> {
+                sqlx::query_as("SELECT seq, head_hash FROM audit_chain WHERE id = 1")
+                    .fetch_one(self.reader())
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)
+            }
+
+            async fn latest_checkpoint(&self) -> Result<Option<$crate::store::Checkpoint>, $crate::store::StoreError> {
+                let row: Option<(i64, String, i64, chrono::DateTime<chrono::Utc>, String, String)> = sqlx::query_as(
+                    "SELECT seq, hash, events, created_at, key_id, signature FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+                )
+                .fetch_optional(self.reader())
+                .await
+                .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(row.map(|(seq, hash, events, created_at, key_id, signature)| $crate::store::Checkpoint {
+                    seq, hash, events, created_at, key_id, signature,
+                }))
+            }
+
+            async fn last_event_before(&self, at: chrono::DateTime<chrono::Utc>) -> Result<Option<$crate::audit::AuditEvent>, $crate::store::StoreError> {
+                use $crate::store::rows::{AuditRow, AUDIT_COLUMNS};
+                let row: Option<AuditRow> = sqlx::query_as(&format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE at < $1 ORDER BY at DESC, seq DESC LIMIT 1"
+                ))
+                .bind(at)
+                .fetch_optional(self.reader())
+                .await
+                .map_err($crate::store::StoreError::from_sqlx)?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn prune_audit(&self, checkpoint: &$crate::store::Checkpoint, batch: u32) -> Result<u64, $crate::store::StoreError> {
+                use $crate::store::StoreError;
+                let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
+                sqlx::query(
+                    "INSERT INTO audit_checkpoints (seq, hash, events, created_at, key_id, signature) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (seq) DO NOTHING",
+                )
+                .bind(checkpoint.seq)
+                .bind(&checkpoint.hash)
+                .bind(checkpoint.events)
+                .bind(checkpoint.created_at)
+                .bind(&checkpoint.key_id)
+                .bind(&checkpoint.signature)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                let deleted = sqlx::query(
+                    "DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events WHERE seq <= $1 ORDER BY seq LIMIT $2)",
+                )
+                .bind(checkpoint.seq)
+                .bind(i64::from(batch))
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?
+                .rows_affected();
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(deleted)
+            }
+
+            async fn import_grants(&self, grants: &[$crate::domain::grant::Grant]) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::StoreError;
+                let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
+                for chunk in grants.chunks(500) {
+                    let mut q = Self::grant_insert(chunk)?;
+                    q.push(" ON CONFLICT (id) DO NOTHING");
+                    q.build().execute(&mut *tx).await.map_err(StoreError::from_sqlx)?;
+                }
+                let span = grants.iter().map(|g| g.span_seconds()).max().unwrap_or(0);
+                Self::widen_grant_window(&mut tx, span).await?;
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(())
+            }
         }
 
         impl $store {
+            /// `INSERT INTO grants ... VALUES` the given grants (no conflict clause yet).
+            fn grant_insert(grants: &[$crate::domain::grant::Grant]) -> Result<sqlx::QueryBuilder<'static, $db>, $crate::store::StoreError> {
+                use $crate::store::StoreError;
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO grants (id, request_id, vm_id, vm_key, subscription_key, resource_group_key, port, protocol, \
+                     source_prefix, requestor_id, requestor_name, submitted_by_id, submitted_by_name, approvers, justification, \
+                     granted_at, end_time, closed_at, status, status_reason) ",
+                );
+                let mut approvers = Vec::with_capacity(grants.len());
+                for g in grants {
+                    approvers.push(serde_json::to_string(&g.approvers).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+                }
+                q.push_values(grants.iter().zip(approvers), |mut b, (g, approvers)| {
+                    let (vm_key, subscription, resource_group) = g.vm_place();
+                    b.push_bind(g.id.clone())
+                        .push_bind(g.request_id.clone())
+                        .push_bind(g.vm_id.clone())
+                        .push_bind(vm_key)
+                        .push_bind(subscription)
+                        .push_bind(resource_group)
+                        .push_bind(i32::from(g.port))
+                        .push_bind(g.protocol.clone())
+                        .push_bind(g.source_address_prefix.clone())
+                        .push_bind(g.requestor.id.clone())
+                        .push_bind(g.requestor.name.clone())
+                        .push_bind(g.submitted_by.id.clone())
+                        .push_bind(g.submitted_by.name.clone())
+                        .push_bind(approvers)
+                        .push_bind(g.justification.clone())
+                        .push_bind(g.granted_at)
+                        .push_bind(g.end_time_utc)
+                        .push_bind(g.closed_at)
+                        .push_bind(g.status.as_str())
+                        .push_bind(g.status_reason.clone());
+                });
+                Ok(q)
+            }
+
+            /// Keeps `grant_window.max_span` at least `span` seconds (written only when it grows).
+            async fn widen_grant_window(tx: &mut sqlx::Transaction<'_, $db>, span: i64) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("UPDATE grant_window SET max_span = $1 WHERE id = 1 AND max_span < $1")
+                    .bind(span)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(())
+            }
+
+            /// Brings the grants table in line with `request` (new and changed grants only) and
+            /// returns the audit events of what opened, closed or failed, for the caller to
+            /// append after the request's own event.
+            async fn write_grants(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                request: &$crate::domain::request::AccessRequest,
+                actor: &$crate::domain::Principal,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Vec<$crate::audit::NewAuditEvent>, $crate::store::StoreError> {
+                use $crate::domain::grant::{grant_changes, grants_of, GrantStatus};
+                use $crate::store::StoreError;
+                let grants = grants_of(request, now);
+                if grants.is_empty() {
+                    return Ok(vec![]);
+                }
+                let stored: Vec<(String, String)> = sqlx::query_as("SELECT id, status FROM grants WHERE request_id = $1")
+                    .bind(&request.id)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                let before = stored
+                    .into_iter()
+                    .map(|(id, status)| GrantStatus::parse(&status).map(|s| (id, s)).map_err(StoreError::Corrupt))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let changed: Vec<_> = grants
+                    .iter()
+                    .filter(|g| !before.iter().any(|(id, s)| *id == g.id && *s == g.status))
+                    .cloned()
+                    .collect();
+                if !changed.is_empty() {
+                    let mut q = Self::grant_insert(&changed)?;
+                    // The first closing time seen stays: a later rewrite never moves it.
+                    q.push(
+                        " ON CONFLICT (id) DO UPDATE SET end_time = excluded.end_time, \
+                         closed_at = COALESCE(grants.closed_at, excluded.closed_at), status = excluded.status, \
+                         status_reason = excluded.status_reason, approvers = excluded.approvers",
+                    );
+                    q.build().execute(&mut **tx).await.map_err(StoreError::from_sqlx)?;
+                    let span = changed.iter().map(|g| g.span_seconds()).max().unwrap_or(0);
+                    Self::widen_grant_window(tx, span).await?;
+                }
+                Ok(grant_changes(&before, &grants)
+                    .into_iter()
+                    .map(|(change, grant)| $crate::audit::NewAuditEvent {
+                        event_type: change.event_type(),
+                        actor: actor.clone(),
+                        resource_id: grant.vm_id.clone(),
+                        request_id: Some(grant.request_id.clone()),
+                        data: serde_json::to_value(grant).unwrap_or_default(),
+                    })
+                    .collect())
+            }
+
             /// Queues "make the VM's deny rules match its policy", unless such a job is already
             /// waiting unclaimed (it will read the policy as it is when it runs).
             ///

@@ -6,6 +6,9 @@
 //! it. The store appends events in the same transaction as the change they describe; this
 //! module is the pure part: what an event is, how it is hashed and how a chain is verified.
 
+pub mod checkpoint;
+pub mod verify;
+
 use crate::domain::Principal;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
@@ -123,6 +126,44 @@ pub struct ChainReport {
     pub head: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broken_at: Option<i64>,
+    /// What is wrong, when something is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The audit event of one attempt of an outbox job, with its outcome: completed, or failed
+/// with `retry` (the error and when it runs again). Webhook deliveries are not audited: they
+/// announce audit events, and auditing them would announce themselves without end.
+pub fn dispatch_event(
+    job: i64,
+    kind: &str,
+    subject: &str,
+    attempt: i32,
+    retry: Option<(&str, DateTime<Utc>)>,
+) -> Option<NewAuditEvent> {
+    if kind.starts_with("webhook.") {
+        return None;
+    }
+    let mut data = json!({ "job": job, "kind": kind, "attempt": attempt });
+    match retry {
+        None => data["outcome"] = json!("completed"),
+        Some((error, at)) => {
+            data["outcome"] = json!("retrying");
+            data["error"] = json!(error);
+            data["retryAt"] = json!(at.trunc_subsecs(6));
+        }
+    }
+    Some(NewAuditEvent {
+        event_type: "dispatch.attempted",
+        actor: Principal {
+            id: "jitgate".into(),
+            name: "jitgate".into(),
+        },
+        resource_id: subject.to_string(),
+        // Request jobs are about one request: its id lets `?requestId=` find every attempt.
+        request_id: kind.starts_with("request.").then(|| subject.to_string()),
+        data,
+    })
 }
 
 /// Walks events in `seq` order, one at a time (constant memory), and reports the first
@@ -133,6 +174,7 @@ pub struct ChainVerifier {
     head: String,
     events: u64,
     broken_at: Option<i64>,
+    reason: Option<String>,
 }
 
 impl Default for ChainVerifier {
@@ -142,22 +184,68 @@ impl Default for ChainVerifier {
             head: GENESIS_HASH.to_string(),
             events: 0,
             broken_at: None,
+            reason: None,
         }
     }
 }
 
 impl ChainVerifier {
+    /// A verifier for a chain whose events up to `seq` (with hash `hash`) were pruned.
+    pub fn after(seq: i64, hash: &str) -> Self {
+        ChainVerifier {
+            expected_seq: seq + 1,
+            head: hash.to_string(),
+            events: u64::try_from(seq).unwrap_or(0),
+            broken_at: None,
+            reason: None,
+        }
+    }
+
+    /// The seq the next event must carry.
+    pub fn expected_seq(&self) -> i64 {
+        self.expected_seq
+    }
+
+    /// Marks the chain broken at `seq` (events the database says exist are missing).
+    pub fn break_at(&mut self, seq: i64, reason: String) {
+        if self.broken_at.is_none() {
+            self.broken_at = Some(seq);
+            self.reason = Some(reason);
+        }
+    }
+
+    /// The hash of the last good event.
+    pub fn head(&self) -> &str {
+        &self.head
+    }
+
     /// Checks the next event; returns false once the chain is broken.
     pub fn push(&mut self, event: &AuditEvent) -> bool {
         if self.broken_at.is_some() {
             return false;
         }
-        if event.seq != self.expected_seq
-            || event.prev_hash != self.head
-            || event.compute_hash() != event.hash
-        {
+        let why = if event.seq != self.expected_seq {
+            Some(format!(
+                "expected seq {} but found {}: events are missing or out of order",
+                self.expected_seq, event.seq
+            ))
+        } else if event.prev_hash != self.head {
+            Some(format!(
+                "seq {} does not link to the event before it",
+                event.seq
+            ))
+        } else if event.compute_hash() != event.hash {
+            Some(format!(
+                "seq {} does not match its hash: it was changed",
+                event.seq
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
             // A missing row shows up at the first seq after the gap: report the seq we expected.
             self.broken_at = Some(self.expected_seq.min(event.seq));
+            self.reason = Some(why);
             return false;
         }
         self.expected_seq += 1;
@@ -173,12 +261,14 @@ impl ChainVerifier {
                 events: self.events,
                 head: None,
                 broken_at: Some(seq),
+                reason: self.reason,
             },
             None => ChainReport {
                 ok: true,
                 events: self.events,
                 head: Some(self.head),
                 broken_at: None,
+                reason: None,
             },
         }
     }
