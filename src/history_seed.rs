@@ -5,7 +5,7 @@
 use crate::domain::grant::{Grant, GrantStatus};
 use crate::domain::Principal;
 use crate::store::DynStore;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -82,7 +82,8 @@ fn grant(spec: &HistorySpec, rng: &mut StdRng, i: u64) -> Grant {
     let span = Duration::days(i64::from(spec.days));
     let start = spec.now - span;
     let offset_ms = span.num_milliseconds() as f64 * (i as f64 / spec.grants.max(1) as f64);
-    let granted_at = start + Duration::milliseconds(offset_ms as i64 + rng.gen_range(0..1000));
+    let granted_at = (start + Duration::milliseconds(offset_ms as i64 + rng.gen_range(0..1000)))
+        .trunc_subsecs(6);
     let duration = Duration::minutes(
         *[15, 30, 60, 60, 60, 120, 180]
             .get(rng.gen_range(0..7))
