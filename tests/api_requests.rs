@@ -4,102 +4,24 @@
 
 mod common;
 
+use common::lifecycle::*;
 use common::{problem, TestApp, SIM_TOKEN};
 use jitgate::arm::evaluate::FlowProtocol;
 use jitgate::arm::sim::seed::{self, DEMO_RESOURCE_GROUP as RG, DEMO_SUBSCRIPTION as SUB};
 use jitgate::arm::sim::Sim;
 use jitgate::auth::dev::DevTokenSpec;
 use jitgate::rbac::Role;
-use reqwest::{Method, Response};
+use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const ALICE_IP: &str = "203.0.113.7";
 const MALLORY_IP: &str = "198.51.100.9";
 
-fn vm(name: &str) -> String {
-    seed::vm_id(SUB, RG, name)
-}
-
 fn open_from(sim: &Sim, name: &str, source: &str, port: u16) -> bool {
     sim.evaluate(&vm(name), source.parse().unwrap(), port, FlowProtocol::Tcp)
         .unwrap()
         .allowed
-}
-
-/// A demo app with a policy on `name`, enforced.
-async fn app_with_policy(name: &str, policy: Value) -> (TestApp, Sim) {
-    let sim = Sim::seeded().with_token(SIM_TOKEN);
-    let app = TestApp::spawn_with_arm(sim.clone()).await;
-    let url = format!("/v1/subscriptions/{SUB}/resourceGroups/{RG}/virtualMachines/{name}/policy");
-    let put = app
-        .request(Method::PUT, &url, &app.admin())
-        .json(&policy)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 201);
-    wait_until(
-        &app,
-        || async { app.get_json(&url, &app.admin()).await["enforcement"]["state"] == "applied" },
-        "enforcement",
-    )
-    .await;
-    (app, sim)
-}
-
-async fn wait_until<F, Fut>(_app: &TestApp, mut ok: F, what: &str)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ok().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-fn body(name: &str, duration: &str, source: &str) -> Value {
-    json!({
-        "virtualMachines": [{ "id": vm(name), "ports": [{ "number": 22, "duration": duration, "allowedSourceAddressPrefix": source }] }],
-        "justification": "INC-1234: patch openssl",
-    })
-}
-
-async fn submit(app: &TestApp, token: &str, body: &Value) -> Response {
-    app.request(Method::POST, "/v1/access-requests", token)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn status_of(app: &TestApp, token: &str, id: &str) -> Value {
-    app.get_json(&format!("/v1/access-requests/{id}"), token)
-        .await
-}
-
-/// Waits until the request is `active` (its allow rules written and confirmed).
-async fn wait_active(app: &TestApp, token: &str, id: &str) {
-    wait_until(
-        app,
-        || async { status_of(app, token, id).await["status"] == "active" },
-        "activation",
-    )
-    .await;
-}
-
-async fn act(app: &TestApp, token: &str, id: &str, action: &str, body: Value) -> Response {
-    app.request(
-        Method::POST,
-        &format!("/v1/access-requests/{id}/{action}"),
-        token,
-    )
-    .json(&body)
-    .send()
-    .await
-    .unwrap()
 }
 
 #[tokio::test]

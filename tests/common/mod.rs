@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod idp;
+pub mod lifecycle;
 pub mod process;
 
 use jitgate::auth::dev::{DevKey, DevTokenSpec};
@@ -67,6 +68,26 @@ impl TestDb {
             _dir: None,
             pg_schema: Some((base, schema)),
         })
+    }
+
+    /// Runs `sql` on the database directly, as someone with the database's credentials could:
+    /// `Ok` with the rows it touched, or the database's refusal.
+    pub async fn exec(&self, sql: &str) -> Result<u64, sqlx::Error> {
+        if self.url.starts_with("sqlite:") {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await?;
+            let done = sqlx::raw_sql(sql).execute(&mut conn).await;
+            conn.close().await.ok();
+            Ok(done?.rows_affected())
+        } else {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await?;
+            let done = sqlx::raw_sql(sql).execute(&mut conn).await;
+            conn.close().await.ok();
+            Ok(done?.rows_affected())
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.pg_schema.is_some()
     }
 
     pub async fn store(&self) -> DynStore {
