@@ -3,14 +3,16 @@
 
 mod common;
 
-use chrono::{Duration, Utc};
+use chrono::{Duration, SubsecRound, Utc};
 use common::{assert_chain_ok, TestDb};
 use jitgate::audit::{AuditEvent, NewAuditEvent};
+use jitgate::domain::grant::{Grant, GrantStatus};
 use jitgate::domain::{DurationLimits, Policy, PolicyDraft, Principal, Scope, VmId};
 use jitgate::rbac::{PrincipalType, Role, RoleAssignment};
 use jitgate::store::{
-    DynStore, Enforcement, EnforcementState, Job, PageRequest, PolicyFilter, PolicyPut,
-    Precondition, RoleAssignmentFilter, RoleAssignmentPut, StoreError, JOB_ENFORCE_POLICY,
+    AuditFilter, DynStore, Enforcement, EnforcementState, GrantFilter, Job, PageRequest,
+    PolicyFilter, PolicyPut, Precondition, RoleAssignmentFilter, RoleAssignmentPut, StoreError,
+    JOB_ENFORCE_POLICY,
 };
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -66,6 +68,8 @@ conformance!(
     a_write_racing_a_claim_is_never_left_unenforced,
     record_enforcement_applies_only_to_the_etag_it_enforced,
     append_event_appends_a_chained_event,
+    grant_history_filters_periods_scopes_and_pages,
+    audit_events_filter_and_page_in_chain_order,
 );
 
 fn vm(sub: &str, rg: &str, name: &str) -> VmId {
@@ -1391,5 +1395,207 @@ async fn a_renewed_lease_keeps_a_running_job_and_only_its_owner_renews(store: Dy
             .await
             .unwrap(),
         "a lost it"
+    );
+}
+
+fn history_grant(i: u32, rg: &str, port: u16, start: chrono::DateTime<Utc>, minutes: i64) -> Grant {
+    let end = start + Duration::minutes(minutes);
+    Grant {
+        id: format!("00000000-0000-4000-8000-{i:012}"),
+        request_id: format!("req-{i}"),
+        vm_id: vm("sub-1", rg, &format!("VM-{}", i % 4))
+            .as_str()
+            .to_string(),
+        port,
+        protocol: "TCP".into(),
+        source_address_prefix: "10.0.0.1".into(),
+        requestor: Principal {
+            id: format!("oid-{}", i % 3),
+            name: format!("user{}@example.com", i % 3),
+        },
+        submitted_by: alice(),
+        approvers: vec![alice()],
+        justification: Some(format!("why {i}, \"quoted\"")),
+        granted_at: start,
+        end_time_utc: Some(end),
+        closed_at: (i % 5 != 0).then_some(end),
+        status: if i % 5 == 0 {
+            GrantStatus::Active
+        } else {
+            GrantStatus::Expired
+        },
+        status_reason: String::new(),
+    }
+}
+
+async fn grant_history_filters_periods_scopes_and_pages(store: DynStore) {
+    let t0 = (Utc::now() - Duration::days(10)).trunc_subsecs(6);
+    let grants: Vec<Grant> = (0..120)
+        .map(|i| {
+            let rg = if i % 2 == 0 { "rg-a" } else { "rg-b" };
+            // Grant 7 is a long one: it opens early and stays open 3 days.
+            let minutes = if i == 7 { 3 * 24 * 60 } else { 30 };
+            history_grant(
+                i,
+                rg,
+                if i % 3 == 0 { 3389 } else { 22 },
+                t0 + Duration::hours(i64::from(i)),
+                minutes,
+            )
+        })
+        .collect();
+    store.import_grants(&grants).await.unwrap();
+    let all_pages = |filter: GrantFilter| {
+        let store = store.clone();
+        async move {
+            let mut out = vec![];
+            let mut after = None;
+            loop {
+                let page = store
+                    .list_grants(&filter, &PageRequest { limit: 13, after })
+                    .await
+                    .unwrap();
+                out.extend(page.items);
+                match page.next_after {
+                    Some(next) => after = Some(next),
+                    None => return out,
+                }
+            }
+        }
+    };
+    let expect = |keep: &dyn Fn(&Grant) -> bool| -> Vec<Grant> {
+        let mut v: Vec<Grant> = grants.iter().filter(|g| keep(g)).cloned().collect();
+        v.sort_by(|a, b| (b.granted_at, &b.id).cmp(&(a.granted_at, &a.id)));
+        v
+    };
+    assert_eq!(
+        all_pages(GrantFilter::default()).await,
+        expect(&|_| true),
+        "every field read back"
+    );
+    let vm1 = vm("sub-1", "rg-b", "vm-1");
+    assert_eq!(
+        all_pages(GrantFilter {
+            vm_key: Some(vm1.key().to_string()),
+            ..Default::default()
+        })
+        .await,
+        expect(&|g| g.vm_id.eq_ignore_ascii_case(vm1.as_str()))
+    );
+    assert_eq!(
+        all_pages(GrantFilter {
+            requestor: Some("oid-1".into()),
+            port: Some(22),
+            status: Some(GrantStatus::Expired),
+            ..Default::default()
+        })
+        .await,
+        expect(&|g| g.requestor.id == "oid-1" && g.port == 22 && g.status == GrantStatus::Expired)
+    );
+    // Open at any moment in [from, to): the long grant 7 is found from a window days later.
+    let (from, to) = (t0 + Duration::hours(50), t0 + Duration::hours(52));
+    let in_window = all_pages(GrantFilter {
+        from: Some(from),
+        to: Some(to),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        in_window,
+        expect(&|g| g.granted_at < to && g.closed_at.or(g.end_time_utc).unwrap() >= from)
+    );
+    assert!(in_window.iter().any(|g| g.request_id == "req-7"));
+    let within = all_pages(GrantFilter {
+        within: Some(vec![Scope::parse(
+            "/subscriptions/SUB-1/resourceGroups/RG-A",
+        )
+        .unwrap()]),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(within, expect(&|g| g.vm_id.contains("/rg-a/")));
+    let bad = store
+        .list_grants(
+            &GrantFilter::default(),
+            &PageRequest {
+                limit: 10,
+                after: Some("not-a-key".into()),
+            },
+        )
+        .await;
+    assert!(matches!(bad, Err(StoreError::InvalidInput(_))), "{bad:?}");
+}
+
+async fn audit_events_filter_and_page_in_chain_order(store: DynStore) {
+    let t0 = (Utc::now() - Duration::hours(1)).trunc_subsecs(6);
+    for i in 0..40i64 {
+        store
+            .append_event(
+                NewAuditEvent {
+                    event_type: if i % 2 == 0 { "request.created" } else { "grant.opened" },
+                    actor: if i % 4 == 0 { alice() } else { Principal { id: "oid-bob".into(), name: "bob".into() } },
+                    resource_id: format!("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/VM-{}", i % 3),
+                    request_id: Some(format!("req-{}", i % 5)),
+                    data: json!({ "i": i }),
+                },
+                t0 + Duration::seconds(i),
+            )
+            .await
+            .unwrap();
+    }
+    let all = store.audit_events_after(0, 100).await.unwrap();
+    let pages = |filter: AuditFilter| {
+        let store = store.clone();
+        async move {
+            let mut out = vec![];
+            let mut after = None;
+            loop {
+                let page = store
+                    .list_audit_events(&filter, &PageRequest { limit: 7, after })
+                    .await
+                    .unwrap();
+                out.extend(page.items.into_iter().map(|e| e.seq));
+                match page.next_after {
+                    Some(next) => after = Some(next),
+                    None => return out,
+                }
+            }
+        }
+    };
+    let expect = |keep: &dyn Fn(&AuditEvent) -> bool| -> Vec<i64> {
+        all.iter().filter(|e| keep(e)).map(|e| e.seq).collect()
+    };
+    assert_eq!(
+        pages(AuditFilter::default()).await,
+        (1..=40).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        pages(AuditFilter {
+            types: vec!["grant.opened".into()],
+            actor: Some("oid-bob".into()),
+            ..Default::default()
+        })
+        .await,
+        expect(&|e| e.event_type == "grant.opened" && e.actor.id == "oid-bob")
+    );
+    assert_eq!(
+        pages(AuditFilter {
+            resource_id: Some("/SUBSCRIPTIONS/S/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm-2".into()),
+            ..Default::default()
+        })
+        .await,
+        expect(&|e| e.resource_id.ends_with("VM-2")),
+        "resource ids compare case-insensitively"
+    );
+    assert_eq!(
+        pages(AuditFilter {
+            request_id: Some("req-3".into()),
+            from: Some(t0 + Duration::seconds(10)),
+            to: Some(t0 + Duration::seconds(30)),
+            ..Default::default()
+        })
+        .await,
+        expect(&|e| e.request_id.as_deref() == Some("req-3")
+            && (10..30).contains(&(e.at - t0).num_seconds()))
     );
 }
