@@ -301,3 +301,79 @@ async fn serve_in_azure_mode_enforces_through_a_standalone_arm_simulator() {
     let _ = sim.kill();
     let _ = sim.wait();
 }
+
+#[tokio::test]
+async fn retention_prunes_old_events_behind_a_signed_checkpoint_and_verify_still_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr, _) = start_serve_with(dir.path(), &[("JITGATE_AUDIT_RETENTION", "PT2S")]);
+    let admin = admin_token(dir.path());
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let vm = "/v1/subscriptions/5b1e0000-0000-4000-8000-00000000de30/resourceGroups/rg-demo/virtualMachines/vm-app/policy";
+    let put = http
+        .put(format!("{base}{vm}"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+
+    // The policy's events are pruned a couple of seconds later; verification still holds,
+    // counting them, from the signed checkpoint.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let verdict = loop {
+        let first: serde_json::Value = http
+            .get(format!("{base}/v1/audit/events?limit=1"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let verdict: serde_json::Value = http
+            .get(format!("{base}/v1/audit/verify"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if first["items"].as_array().unwrap().is_empty() && verdict["events"].as_u64() >= Some(2) {
+            break verdict;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing was pruned: {first} {verdict}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    let key = dir.path().join("audit-signing-key.pem");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the signing key is the owner's alone");
+    }
+    sigterm(&child);
+    wait_exit(&mut child, Duration::from_secs(20));
+
+    // Offline, with the key, the same verdict.
+    let db = format!("sqlite://{}", dir.path().join("jitgate.db").display());
+    let out = jitgate(dir.path())
+        .args(["audit", "verify", "--database-url", &db, "--signing-key"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(offline["ok"], true);
+    assert!(offline["events"].as_u64() >= verdict["events"].as_u64());
+}
