@@ -93,7 +93,7 @@ async fn main() {
     let arm = jitgate::server::arm_for_sim(&config, sim.clone(), "bench")
         .await
         .unwrap();
-    let dispatch = jitgate::server::dispatcher(&config, store.clone(), &arm);
+    let dispatch = jitgate::server::dispatcher(&config, store.clone(), &arm).expect("dispatcher");
     tokio::spawn(dispatch.clone().run(std::future::pending()));
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

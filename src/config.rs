@@ -78,6 +78,10 @@ pub struct Settings {
     /// [default: DATA_DIR/audit-signing-key.pem]
     #[arg(long, env = "JITGATE_AUDIT_SIGNING_KEY")]
     pub audit_signing_key: Option<PathBuf>,
+    /// The wait after a webhook delivery's first failed try, doubling after each, ISO 8601
+    /// [default: PT10S]
+    #[arg(long, env = "JITGATE_WEBHOOK_RETRY_BASE")]
+    pub webhook_retry_base: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +172,7 @@ pub struct Config {
     /// Audit events older than this are pruned; `None` keeps them forever.
     pub audit_retention: Option<chrono::Duration>,
     pub audit_signing_key: PathBuf,
+    pub webhook_retry_base: std::time::Duration,
 }
 
 /// A setting that cannot be used, said in one line.
@@ -219,7 +224,8 @@ impl Settings {
             rule_priority_base,
             log_format,
             audit_retention,
-            audit_signing_key
+            audit_signing_key,
+            webhook_retry_base
         )
     }
 
@@ -445,6 +451,20 @@ impl Settings {
             .audit_signing_key
             .unwrap_or_else(|| data_dir.join("audit-signing-key.pem"));
 
+        let retry_s = self.webhook_retry_base.unwrap_or_else(|| "PT10S".into());
+        let webhook_retry_base = retry_s
+            .parse::<AccessDuration>()
+            .ok()
+            .filter(|d| (1..=3600).contains(&d.as_secs()))
+            .map(|d| std::time::Duration::from_secs(d.as_secs().into()))
+            .ok_or_else(|| {
+                bad(
+                    "JITGATE_WEBHOOK_RETRY_BASE",
+                    &retry_s,
+                    "expected an ISO 8601 duration from PT1S to PT1H".into(),
+                )
+            })?;
+
         Ok(Config {
             listen,
             database,
@@ -459,6 +479,7 @@ impl Settings {
             log_format,
             audit_retention,
             audit_signing_key,
+            webhook_retry_base,
         })
     }
 }

@@ -14,6 +14,7 @@ pub mod domain;
 pub mod history_seed;
 pub mod inventory;
 pub mod metrics;
+pub mod notify;
 pub mod rbac;
 pub mod server;
 pub mod store;

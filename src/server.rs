@@ -15,6 +15,7 @@ use crate::dispatch::reconcile::Reconciler;
 use crate::dispatch::Dispatcher;
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
+use crate::notify::deliver::Deliverer;
 use crate::store::{self, DynStore};
 use anyhow::Context;
 use std::future::Future;
@@ -127,13 +128,14 @@ pub fn reconciler(config: &Config, store: DynStore, arm: &Arm) -> Reconciler {
     )
 }
 
-/// The dispatcher that carries out queued ARM work through `arm`.
-pub fn dispatcher(config: &Config, store: DynStore, arm: &Arm) -> Dispatcher {
+/// The dispatcher that carries out queued work: ARM writes through `arm`, and webhook deliveries.
+pub fn dispatcher(config: &Config, store: DynStore, arm: &Arm) -> anyhow::Result<Dispatcher> {
     let writer = NsgWriter::new(arm.client.clone(), config.rule_priority_base);
     let inventory = inventory(config, store.clone(), arm);
     let enforcer = Enforcer::new(store.clone(), arm.client.clone(), writer.clone(), inventory);
     let grants = Grants::new(store.clone(), arm.client.clone(), writer);
-    Dispatcher::new(store, enforcer, grants)
+    let webhooks = Deliverer::new(store.clone(), config.webhook_retry_base)?;
+    Ok(Dispatcher::new(store, enforcer, grants, webhooks))
 }
 
 /// The inventory of the configured subscriptions (in `sim` mode, by default, the demo one).
@@ -170,7 +172,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     })?;
     let auth = token_validator(&config).await?;
     let arm = arm(&config).await?;
-    let dispatch = dispatcher(&config, store.clone(), &arm);
+    let dispatch = dispatcher(&config, store.clone(), &arm)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

@@ -29,6 +29,8 @@ fn allowed(action: Action) -> &'static [Role] {
         Action::ReadAudit => &[Admin, Auditor],
         Action::ReadRoleAssignments => &[Admin, Auditor],
         Action::WriteRoleAssignments => &[Admin],
+        Action::ReadWebhooks => &[Admin, Auditor],
+        Action::ManageWebhooks => &[Admin],
     }
 }
 

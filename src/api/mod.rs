@@ -13,6 +13,7 @@ pub mod policies;
 pub mod requests;
 pub mod role_assignments;
 pub mod vms;
+pub mod webhooks;
 
 use crate::auth::TokenValidator;
 use crate::config::Config;
@@ -90,6 +91,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(requests::router())
         .merge(grants::router())
         .merge(audit::router())
+        .merge(webhooks::router())
         .merge(ops::router())
 }
 

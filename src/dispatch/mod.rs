@@ -6,13 +6,16 @@ pub mod enforce;
 pub mod grants;
 pub mod reconcile;
 
-use crate::store::{DynStore, Job, JOB_ACTIVATE_REQUEST, JOB_CLOSE_REQUEST, JOB_ENFORCE_POLICY};
+use crate::notify::deliver::Deliverer;
+use crate::store::{
+    DynStore, Job, JOB_ACTIVATE_REQUEST, JOB_CLOSE_REQUEST, JOB_DELIVER_WEBHOOK, JOB_ENFORCE_POLICY,
+};
 use chrono::Utc;
 use enforce::Enforcer;
 use grants::Grants;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 /// How long a claimed job is ours before another dispatcher may take it.
 /// Short, so that the jobs of a replica that died (a grant's close, say) are taken again
@@ -22,7 +25,10 @@ const LEASE: Duration = Duration::from_secs(2);
 const RENEW: Duration = Duration::from_millis(500);
 /// How often to look for jobs other replicas queued (our own wake us at once).
 const POLL: Duration = Duration::from_secs(1);
-const BATCH: u32 = 32;
+/// Jobs run at once on one replica. Each runs as its own task, so a slow one (an ARM
+/// operation, a receiver that takes its time) never holds back the next due job (a grant's
+/// expiry, say) as a batch would.
+const CONCURRENCY: usize = 64;
 /// After this many failed tries, a job's failure is final (recorded) rather than retried.
 pub const MAX_ATTEMPTS: i32 = 12;
 
@@ -30,8 +36,11 @@ pub const MAX_ATTEMPTS: i32 = 12;
 #[derive(Debug)]
 pub enum JobOutcome {
     Done,
-    /// Worth another try later (ARM throttled or unavailable): the reason.
+    /// Worth another try later (ARM throttled or unavailable): the reason. The wait grows
+    /// with the job's attempts.
     Retry(String),
+    /// Worth another try after this long (the job knows its own schedule).
+    RetryAfter(Duration, String),
 }
 
 #[derive(Clone)]
@@ -39,18 +48,27 @@ pub struct Dispatcher {
     store: DynStore,
     enforcer: Arc<Enforcer>,
     grants: Arc<Grants>,
+    webhooks: Arc<Deliverer>,
     owner: String,
     wake: Arc<Notify>,
+    slots: Arc<Semaphore>,
 }
 
 impl Dispatcher {
-    pub fn new(store: DynStore, enforcer: Enforcer, grants: Grants) -> Dispatcher {
+    pub fn new(
+        store: DynStore,
+        enforcer: Enforcer,
+        grants: Grants,
+        webhooks: Deliverer,
+    ) -> Dispatcher {
         Dispatcher {
             store,
             enforcer: Arc::new(enforcer),
             grants: Arc::new(grants),
+            webhooks: Arc::new(webhooks),
             owner: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
             wake: Arc::new(Notify::new()),
+            slots: Arc::new(Semaphore::new(CONCURRENCY)),
         }
     }
 
@@ -87,12 +105,17 @@ impl Dispatcher {
         }
     }
 
-    /// Claims and runs one batch of due jobs, concurrently; returns how many it claimed.
+    /// Claims as many due jobs as there are free slots (waiting for one when all are busy)
+    /// and starts each as a task of its own; returns how many it claimed.
     pub async fn run_due(&self) -> usize {
         let lease = chrono::Duration::from_std(LEASE).unwrap_or(chrono::Duration::seconds(2));
+        let Ok(first) = self.slots.clone().acquire_owned().await else {
+            return 0;
+        };
+        let free = self.slots.available_permits() + 1;
         let jobs = match self
             .store
-            .claim_jobs(&self.owner, Utc::now(), lease, BATCH)
+            .claim_jobs(&self.owner, Utc::now(), lease, free as u32)
             .await
         {
             Ok(jobs) => jobs,
@@ -103,13 +126,28 @@ impl Dispatcher {
             }
         };
         let claimed = jobs.len();
-        let mut running = tokio::task::JoinSet::new();
+        let mut first = Some(first);
         for job in jobs {
+            // Slots were free when we claimed, and only this loop takes them.
+            let slot = match first.take() {
+                Some(slot) => slot,
+                None => match self.slots.clone().acquire_owned().await {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
             let this = self.clone();
-            running.spawn(async move { this.run_one(job).await });
+            tokio::spawn(async move {
+                this.run_one(job).await;
+                drop(slot);
+            });
         }
-        while running.join_next().await.is_some() {}
         claimed
+    }
+
+    /// Waits until no job is running here (tests and benchmarks, to see a settled state).
+    pub async fn idle(&self) {
+        let _all = self.slots.acquire_many(CONCURRENCY as u32).await;
     }
 
     async fn run_one(&self, job: Job) {
@@ -118,6 +156,7 @@ impl Dispatcher {
                 JOB_ENFORCE_POLICY => self.enforcer.enforce_job(&job).await,
                 JOB_ACTIVATE_REQUEST => self.grants.activate_job(&job).await,
                 JOB_CLOSE_REQUEST => self.grants.close_job(&job).await,
+                JOB_DELIVER_WEBHOOK => self.webhooks.deliver_job(&job).await,
                 other => {
                     tracing::error!(kind = other, id = job.id, "unknown job kind; dropping it");
                     JobOutcome::Done
@@ -148,19 +187,32 @@ impl Dispatcher {
         let result = match outcome {
             JobOutcome::Done => self.store.finish_job(job.id, &self.owner).await,
             JobOutcome::Retry(why) => {
-                let backoff = Duration::from_secs(1u64 << job.attempts.clamp(0, 8) as u32)
+                // ARM's throttling and outages: 2 s, 4 s, 8 s ... at most 5 minutes.
+                let wait = Duration::from_secs(1u64 << job.attempts.clamp(0, 8) as u32)
                     .min(Duration::from_secs(300));
-                let at = Utc::now()
-                    + chrono::Duration::from_std(backoff).unwrap_or(chrono::Duration::seconds(300));
-                tracing::info!(id = job.id, kind = %job.kind, attempts = job.attempts, reason = %why, "job will be retried");
-                self.store.retry_job(job.id, &self.owner, at, &why).await
+                self.retry(&job, wait, &why).await
             }
+            JobOutcome::RetryAfter(wait, why) => self.retry(&job, wait, &why).await,
         };
         if let Err(e) = result {
             // The lease runs out and the job is taken again: at worst it runs twice, and
             // every job is written to be idempotent.
             tracing::warn!(error = %e, id = job.id, "could not record the job's outcome");
         }
+    }
+}
+
+impl Dispatcher {
+    async fn retry(
+        &self,
+        job: &Job,
+        wait: Duration,
+        why: &str,
+    ) -> Result<bool, crate::store::StoreError> {
+        let at =
+            Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(300));
+        tracing::info!(id = job.id, kind = %job.kind, attempts = job.attempts, reason = %why, "job will be retried");
+        self.store.retry_job(job.id, &self.owner, at, why).await
     }
 }
 

@@ -89,10 +89,12 @@ pub enum Action {
     ReadAudit,
     ReadRoleAssignments,
     WriteRoleAssignments,
+    ReadWebhooks,
+    ManageWebhooks,
 }
 
 impl Action {
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 13] = [
         Action::ReadPolicy,
         Action::WritePolicy,
         Action::SubmitRequest,
@@ -104,6 +106,8 @@ impl Action {
         Action::ReadAudit,
         Action::ReadRoleAssignments,
         Action::WriteRoleAssignments,
+        Action::ReadWebhooks,
+        Action::ManageWebhooks,
     ];
 
     /// API.md's table: Admin may do everything the others may, except act for someone else
@@ -113,14 +117,15 @@ impl Action {
         match self {
             // Everybody who works with a VM needs to see what may be requested on it.
             Action::ReadPolicy => &[Admin, Approver, Requester, Auditor, Bot],
-            Action::WritePolicy | Action::WriteRoleAssignments => &[Admin],
+            Action::WritePolicy | Action::WriteRoleAssignments | Action::ManageWebhooks => &[Admin],
             Action::SubmitRequest => &[Admin, Requester],
             Action::SubmitOnBehalfOf => &[Bot],
             Action::ReadAnyRequest => &[Admin, Approver, Auditor],
             Action::DecideRequest | Action::RevokeAnyGrant => &[Admin, Approver],
-            Action::ReadGrants | Action::ReadAudit | Action::ReadRoleAssignments => {
-                &[Admin, Auditor]
-            }
+            Action::ReadGrants
+            | Action::ReadAudit
+            | Action::ReadRoleAssignments
+            | Action::ReadWebhooks => &[Admin, Auditor],
         }
     }
 
@@ -137,6 +142,8 @@ impl Action {
             Action::ReadAudit => "read the audit log",
             Action::ReadRoleAssignments => "read role assignments",
             Action::WriteRoleAssignments => "write role assignments",
+            Action::ReadWebhooks => "read webhook subscriptions",
+            Action::ManageWebhooks => "manage webhook subscriptions",
         }
     }
 }

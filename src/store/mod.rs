@@ -15,6 +15,7 @@ use crate::config::DatabaseUrl;
 use crate::domain::grant::{Grant, GrantStatus};
 use crate::domain::request::{AccessRequest, RequestStatus};
 use crate::domain::{Assessment, Policy, Principal, Scope, VmId, VmNetwork};
+use crate::notify::{Delivery, DeliveryStatus, Webhook};
 use crate::rbac::{Role, RoleAssignment};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -217,6 +218,60 @@ pub trait Store: Send + Sync + 'static {
 
     /// Bulk-loads history (benchmarks, imports): grants only, no audit events.
     async fn import_grants(&self, grants: &[Grant]) -> Result<(), StoreError>;
+
+    // ---- webhooks ----
+
+    /// Adds a subscription (with its `webhook.created` event).
+    async fn create_webhook(
+        &self,
+        webhook: &Webhook,
+        secret: &str,
+        by: &Principal,
+    ) -> Result<(), StoreError>;
+
+    /// Replaces a subscription's settings, and its secret when one is given; false when there
+    /// is no such subscription.
+    async fn update_webhook(
+        &self,
+        webhook: &Webhook,
+        secret: Option<&str>,
+        by: &Principal,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes a subscription and its delivery log; what it removed, if it was there.
+    async fn delete_webhook(
+        &self,
+        id: &str,
+        by: &Principal,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Webhook>, StoreError>;
+
+    /// A subscription and its secret.
+    async fn get_webhook(&self, id: &str) -> Result<Option<(Webhook, String)>, StoreError>;
+
+    /// Every subscription, oldest first.
+    async fn list_webhooks(&self) -> Result<Vec<Webhook>, StoreError>;
+
+    /// A subscription's deliveries, newest first.
+    async fn list_deliveries(
+        &self,
+        webhook_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<Delivery>, StoreError>;
+
+    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError>;
+
+    /// Records one attempt of a delivery and where it leaves it.
+    async fn record_delivery(&self, id: &str, attempt: &DeliveryAttempt) -> Result<(), StoreError>;
+}
+
+/// How one delivery attempt went.
+#[derive(Debug, Clone)]
+pub struct DeliveryAttempt {
+    pub status: DeliveryStatus,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub at: DateTime<Utc>,
 }
 
 /// Filters of `GET /v1/grants`.
@@ -513,6 +568,8 @@ pub const JOB_ACTIVATE_REQUEST: &str = "request.activate";
 /// Take out the allow rules of a request's ports whose end has come (or of all its ports,
 /// once revoked).
 pub const JOB_CLOSE_REQUEST: &str = "request.close";
+/// POST one audit event to one webhook subscription (its subject: the delivery's id).
+pub const JOB_DELIVER_WEBHOOK: &str = "webhook.deliver";
 
 /// A job to queue in the same transaction as a change.
 #[derive(Debug, Clone, PartialEq)]

@@ -285,3 +285,76 @@ pub(super) fn parse_time_key(key: &str) -> Result<(DateTime<Utc>, String), Store
     let at = DateTime::parse_from_rfc3339(at).map_err(|_| bad())?;
     Ok((at.with_timezone(&Utc), tie.to_string()))
 }
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct WebhookRow {
+    pub id: String,
+    pub url: String,
+    pub event_types: String,
+    pub description: Option<String>,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub secret: String,
+}
+
+pub(super) const WEBHOOK_COLUMNS: &str =
+    "id, url, event_types, description, enabled, created_at, updated_at, secret";
+
+impl TryFrom<WebhookRow> for (crate::notify::Webhook, String) {
+    type Error = StoreError;
+    fn try_from(row: WebhookRow) -> Result<Self, StoreError> {
+        Ok((
+            crate::notify::Webhook {
+                id: row.id,
+                url: row.url,
+                event_types: serde_json::from_str(&row.event_types)
+                    .map_err(|e| corrupt("webhook event types", e))?,
+                description: row.description,
+                enabled: row.enabled,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            },
+            row.secret,
+        ))
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct DeliveryRow {
+    pub id: String,
+    pub webhook_id: String,
+    pub event_seq: i64,
+    pub event_type: String,
+    pub status: String,
+    pub attempts: i32,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+pub(super) const DELIVERY_COLUMNS: &str =
+    "id, webhook_id, event_seq, event_type, status, attempts, \
+     last_status_code, last_error, created_at, last_attempt_at, delivered_at";
+
+impl TryFrom<DeliveryRow> for crate::notify::Delivery {
+    type Error = StoreError;
+    fn try_from(row: DeliveryRow) -> Result<Self, StoreError> {
+        Ok(crate::notify::Delivery {
+            id: row.id,
+            webhook_id: row.webhook_id,
+            event_seq: row.event_seq,
+            event_type: row.event_type,
+            status: crate::notify::DeliveryStatus::parse(&row.status)
+                .ok_or_else(|| corrupt("delivery status", &row.status))?,
+            attempts: row.attempts,
+            last_status_code: row.last_status_code.and_then(|c| u16::try_from(c).ok()),
+            last_error: row.last_error,
+            created_at: row.created_at,
+            last_attempt_at: row.last_attempt_at,
+            delivered_at: row.delivered_at,
+        })
+    }
+}

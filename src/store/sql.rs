@@ -29,6 +29,21 @@ pub(super) fn policy_event(
     }
 }
 
+/// The audit event for a webhook subscription change (never its secret).
+pub(super) fn webhook_event(
+    event_type: &'static str,
+    webhook: &crate::notify::Webhook,
+    by: &Principal,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        event_type,
+        actor: by.clone(),
+        resource_id: format!("/webhooks/{}", webhook.id),
+        request_id: None,
+        data: serde_json::to_value(webhook).unwrap_or_default(),
+    }
+}
+
 /// The audit event for a role assignment change.
 pub(super) fn assignment_event(
     event_type: &'static str,
@@ -124,7 +139,53 @@ macro_rules! impl_sql_store {
                 .execute(&mut **tx)
                 .await
                 .map_err(StoreError::from_sqlx)?;
+                Self::enqueue_deliveries(tx, &event).await?;
                 Ok(event)
+            }
+
+            /// Queues the event for every subscription that wants it: a delivery row and its
+            /// outbox job, in the event's own transaction.
+            async fn enqueue_deliveries(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                event: &$crate::audit::AuditEvent,
+            ) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::StoreError;
+                let Some(ce_type) = $crate::notify::cloud_event_type(event) else {
+                    return Ok(());
+                };
+                let hooks: Vec<(String, String)> =
+                    sqlx::query_as("SELECT id, event_types FROM webhooks WHERE enabled = $1")
+                        .bind(true)
+                        .fetch_all(&mut **tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                for (webhook_id, types) in hooks {
+                    let types: Vec<String> = serde_json::from_str(&types).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    if !$crate::notify::matches(&types, &ce_type) {
+                        continue;
+                    }
+                    let delivery_id = uuid::Uuid::now_v7().to_string();
+                    sqlx::query(
+                        "INSERT INTO webhook_deliveries (id, webhook_id, event_seq, event_type, status, attempts, created_at) \
+                         VALUES ($1, $2, $3, $4, 'pending', 0, $5)",
+                    )
+                    .bind(&delivery_id)
+                    .bind(&webhook_id)
+                    .bind(event.seq)
+                    .bind(&ce_type)
+                    .bind(event.at)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                    Self::insert_job(tx, &$crate::store::NewJob {
+                        kind: $crate::store::JOB_DELIVER_WEBHOOK,
+                        subject: delivery_id.clone(),
+                        payload: serde_json::json!({ "deliveryId": delivery_id }),
+                        run_after: event.at,
+                    })
+                    .await?;
+                }
+                Ok(())
             }
         }
 
@@ -1082,6 +1143,169 @@ macro_rules! impl_sql_store {
                 let span = grants.iter().map(|g| g.span_seconds()).max().unwrap_or(0);
                 Self::widen_grant_window(&mut tx, span).await?;
                 tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(())
+            }
+
+            // ---- webhooks ----
+
+            async fn create_webhook(
+                &self,
+                webhook: &$crate::notify::Webhook,
+                secret: &str,
+                by: &$crate::domain::Principal,
+            ) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::StoreError;
+                let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
+                sqlx::query(
+                    "INSERT INTO webhooks (id, url, event_types, secret, description, enabled, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                )
+                .bind(&webhook.id)
+                .bind(&webhook.url)
+                .bind(serde_json::to_string(&webhook.event_types).unwrap_or_default())
+                .bind(secret)
+                .bind(&webhook.description)
+                .bind(webhook.enabled)
+                .bind(webhook.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                Self::append_audit(&mut tx, $crate::store::sql::webhook_event("webhook.created", webhook, by), webhook.created_at).await?;
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(())
+            }
+
+            async fn update_webhook(
+                &self,
+                webhook: &$crate::notify::Webhook,
+                secret: Option<&str>,
+                by: &$crate::domain::Principal,
+            ) -> Result<bool, $crate::store::StoreError> {
+                use $crate::store::StoreError;
+                let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
+                let updated = sqlx::query(
+                    "UPDATE webhooks SET url = $2, event_types = $3, description = $4, enabled = $5, updated_at = $6, \
+                     secret = COALESCE($7, secret) WHERE id = $1",
+                )
+                .bind(&webhook.id)
+                .bind(&webhook.url)
+                .bind(serde_json::to_string(&webhook.event_types).unwrap_or_default())
+                .bind(&webhook.description)
+                .bind(webhook.enabled)
+                .bind(webhook.updated_at)
+                .bind(secret)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?
+                .rows_affected();
+                if updated == 0 {
+                    return Ok(false);
+                }
+                Self::append_audit(&mut tx, $crate::store::sql::webhook_event("webhook.updated", webhook, by), webhook.updated_at).await?;
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(true)
+            }
+
+            async fn delete_webhook(
+                &self,
+                id: &str,
+                by: &$crate::domain::Principal,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Option<$crate::notify::Webhook>, $crate::store::StoreError> {
+                use $crate::store::rows::{WebhookRow, WEBHOOK_COLUMNS};
+                use $crate::store::StoreError;
+                let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
+                let row: Option<WebhookRow> = sqlx::query_as(&format!("DELETE FROM webhooks WHERE id = $1 RETURNING {WEBHOOK_COLUMNS}"))
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                let Some(row) = row else { return Ok(None) };
+                let (webhook, _) = <($crate::notify::Webhook, String)>::try_from(row)?;
+                // Its log goes with it; queued deliveries find nothing to do.
+                sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                Self::append_audit(&mut tx, $crate::store::sql::webhook_event("webhook.deleted", &webhook, by), chrono::SubsecRound::trunc_subsecs(now, 6)).await?;
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(Some(webhook))
+            }
+
+            async fn get_webhook(&self, id: &str) -> Result<Option<($crate::notify::Webhook, String)>, $crate::store::StoreError> {
+                use $crate::store::rows::{WebhookRow, WEBHOOK_COLUMNS};
+                let row: Option<WebhookRow> = sqlx::query_as(&format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                row.map(TryFrom::try_from).transpose()
+            }
+
+            async fn list_webhooks(&self) -> Result<Vec<$crate::notify::Webhook>, $crate::store::StoreError> {
+                use $crate::store::rows::{WebhookRow, WEBHOOK_COLUMNS};
+                let rows: Vec<WebhookRow> = sqlx::query_as(&format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks ORDER BY created_at, id"))
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                rows.into_iter()
+                    .map(|r| <($crate::notify::Webhook, String)>::try_from(r).map(|(w, _)| w))
+                    .collect()
+            }
+
+            async fn list_deliveries(
+                &self,
+                webhook_id: &str,
+                page: &$crate::store::PageRequest,
+            ) -> Result<$crate::store::Page<$crate::notify::Delivery>, $crate::store::StoreError> {
+                use $crate::notify::Delivery;
+                use $crate::store::rows::{parse_time_key, time_key, DeliveryRow, DELIVERY_COLUMNS};
+                use $crate::store::{Page, StoreError};
+                let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE webhook_id = "));
+                q.push_bind(webhook_id.to_string());
+                if let Some(after) = &page.after {
+                    let (at, id) = parse_time_key(after)?;
+                    q.push(" AND created_at <= ").push_bind(at);
+                    q.push(" AND (created_at < ").push_bind(at).push(" OR id < ").push_bind(id).push(")");
+                }
+                q.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(i64::from(page.limit) + 1);
+                let rows: Vec<DeliveryRow> = q.build_query_as().fetch_all(self.reader()).await.map_err(StoreError::from_sqlx)?;
+                let items = rows.into_iter().map(Delivery::try_from).collect::<Result<Vec<_>, _>>()?;
+                Ok(Page::from_overfetch(items, page.limit, |d| time_key(d.created_at, &d.id)))
+            }
+
+            async fn get_delivery(&self, id: &str) -> Result<Option<$crate::notify::Delivery>, $crate::store::StoreError> {
+                use $crate::store::rows::{DeliveryRow, DELIVERY_COLUMNS};
+                let row: Option<DeliveryRow> = sqlx::query_as(&format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                row.map(TryFrom::try_from).transpose()
+            }
+
+            async fn record_delivery(
+                &self,
+                id: &str,
+                attempt: &$crate::store::DeliveryAttempt,
+            ) -> Result<(), $crate::store::StoreError> {
+                let delivered = (attempt.status == $crate::notify::DeliveryStatus::Delivered).then_some(attempt.at);
+                // A status code alone (no error) records a success; a failure without an answer
+                // has neither, and must not keep the code of an earlier answer.
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET status = $2, attempts = attempts + 1, last_status_code = $3, \
+                     last_error = $4, last_attempt_at = $5, delivered_at = $6 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(attempt.status.as_str())
+                .bind(attempt.status_code.map(i32::from))
+                .bind(&attempt.error)
+                .bind(attempt.at)
+                .bind(delivered)
+                .execute(self.writer())
+                .await
+                .map_err($crate::store::StoreError::from_sqlx)?;
                 Ok(())
             }
         }

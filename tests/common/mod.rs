@@ -5,6 +5,7 @@
 pub mod idp;
 pub mod lifecycle;
 pub mod process;
+pub mod receiver;
 
 use jitgate::auth::dev::{DevKey, DevTokenSpec};
 use jitgate::config::{Config, Settings};
@@ -192,7 +193,8 @@ impl TestApp {
                 let arm = jitgate::server::arm_for_sim(&config, sim.clone(), SIM_TOKEN)
                     .await
                     .expect("ARM simulator");
-                let dispatch = jitgate::server::dispatcher(&config, store.clone(), &arm);
+                let dispatch =
+                    jitgate::server::dispatcher(&config, store.clone(), &arm).expect("dispatcher");
                 // The inventory as `serve` reads it at start, but before the first request.
                 let inventory = jitgate::server::inventory(&config, store.clone(), &arm);
                 inventory.refresh_all().await.expect("inventory");
