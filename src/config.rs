@@ -82,6 +82,42 @@ pub struct Settings {
     /// [default: PT10S]
     #[arg(long, env = "JITGATE_WEBHOOK_RETRY_BASE")]
     pub webhook_retry_base: Option<String>,
+    /// The Slack app's signing secret; unset, the Slack endpoints answer 404
+    #[arg(long, env = "JITGATE_SLACK_SIGNING_SECRET", hide_env_values = true)]
+    pub slack_signing_secret: Option<SecretSetting>,
+    /// The Teams outgoing webhook's security token (base64); unset, the Teams endpoint answers 404
+    #[arg(
+        long,
+        env = "JITGATE_TEAMS_OUTGOING_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub teams_outgoing_webhook_secret: Option<SecretSetting>,
+}
+
+/// A setting that is a secret: kept out of `Debug` output (and so out of logs).
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct SecretSetting(String);
+
+impl std::fmt::Debug for SecretSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for SecretSetting {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(SecretSetting(s.to_string()))
+    }
+}
+
+/// The chat platforms' secrets; a platform without one is switched off.
+#[derive(Debug, Clone, Default)]
+pub struct ChatopsConfig {
+    pub slack_signing_secret: Option<SecretString>,
+    /// The Teams outgoing webhook's HMAC key (the security token, base64-decoded).
+    pub teams_key: Option<secrecy::SecretSlice<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +209,7 @@ pub struct Config {
     pub audit_retention: Option<chrono::Duration>,
     pub audit_signing_key: PathBuf,
     pub webhook_retry_base: std::time::Duration,
+    pub chatops: ChatopsConfig,
 }
 
 /// A setting that cannot be used, said in one line.
@@ -225,7 +262,9 @@ impl Settings {
             log_format,
             audit_retention,
             audit_signing_key,
-            webhook_retry_base
+            webhook_retry_base,
+            slack_signing_secret,
+            teams_outgoing_webhook_secret
         )
     }
 
@@ -464,6 +503,22 @@ impl Settings {
                     "expected an ISO 8601 duration from PT1S to PT1H".into(),
                 )
             })?;
+        let chatops = ChatopsConfig {
+            slack_signing_secret: self
+                .slack_signing_secret
+                .map(|s| s.0)
+                .filter(|s| !s.is_empty())
+                .map(SecretString::from),
+            teams_key: match self.teams_outgoing_webhook_secret.map(|s| s.0) {
+                None => None,
+                Some(s) if s.is_empty() => None,
+                Some(s) => Some(
+                    crate::chatops::signature::teams_key(&s)
+                        .map_err(|r| bad("JITGATE_TEAMS_OUTGOING_WEBHOOK_SECRET", "[redacted]", r))?
+                        .into(),
+                ),
+            },
+        };
 
         Ok(Config {
             listen,
@@ -480,6 +535,7 @@ impl Settings {
             audit_retention,
             audit_signing_key,
             webhook_retry_base,
+            chatops,
         })
     }
 }
@@ -619,6 +675,35 @@ mod tests {
             toml::from_str::<Settings>("lisen = \"x\"").is_err(),
             "a misspelt key is refused"
         );
+    }
+
+    #[test]
+    fn chat_secrets_stay_out_of_debug_output() {
+        let settings = Settings {
+            slack_signing_secret: Some("slack-hunter2".parse().unwrap()),
+            teams_outgoing_webhook_secret: Some("dGVhbXMtaHVudGVyMg==".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        let c = settings.resolve().unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("dGVhbXMtaHVudGVyMg"),
+            "{shown}"
+        );
+        assert!(c.chatops.slack_signing_secret.is_some());
+        let bad = Settings {
+            teams_outgoing_webhook_secret: Some("not base64!".parse().unwrap()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.starts_with("invalid JITGATE_TEAMS_OUTGOING_WEBHOOK_SECRET"),
+            "{bad}"
+        );
+        assert!(!bad.contains("not base64!"), "{bad}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod api;
 pub mod arm;
 pub mod audit;
 pub mod auth;
+pub mod chatops;
 pub mod cli;
 pub mod config;
 pub mod dispatch;

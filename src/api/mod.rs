@@ -2,9 +2,11 @@
 //! together with the layers every request passes through.
 
 pub mod audit;
+pub mod chatops;
 pub mod error;
 mod export;
 pub mod extract;
+pub(crate) mod flow;
 pub mod grants;
 pub mod me;
 mod middleware;
@@ -22,6 +24,7 @@ use crate::store::DynStore;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, StatusCode};
 use axum::Router;
+use chatops::ChatSignatures;
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceBuilder;
@@ -64,7 +67,7 @@ impl AppState {
         title = "jitgate",
         description = "Just-in-time access to Azure VM management ports: policies, access requests, grants and their audit trail."
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ChatSignatures),
     components(schemas(error::Problem))
 )]
 struct ApiDoc;
@@ -93,6 +96,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(audit::router())
         .merge(webhooks::router())
         .merge(ops::router())
+        .merge(chatops::router())
 }
 
 /// The OpenAPI document, generated from the handlers themselves.

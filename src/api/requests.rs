@@ -3,23 +3,19 @@
 //! A bot (an app-only token with `Jit.Bot`) may submit and cancel for a user named by
 //! `onBehalfOf`; whether the user may have the access is then decided by the user's stored
 //! role assignments, and the request records both the user (requestor) and the bot
-//! (submittedBy).
+//! (submittedBy). The flow itself (authorisation, validation, state changes) lives in
+//! [`super::flow`], shared with the chatops endpoints.
 
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{client_address, encode_cursor, page_request, JsonBody, QueryParams};
-use super::AppState;
-use crate::audit::NewAuditEvent;
+use super::{flow, AppState};
 use crate::auth::Caller;
 use crate::domain::request::{
-    AccessRequest, Decision, Event, PortStatus, RequestContext, RequestDraft, RequestStatus,
-    StatusReason, TransitionError,
+    AccessRequest, Decision, PortStatus, RequestDraft, RequestStatus, StatusReason,
 };
-use crate::domain::{FieldErrors, Principal, Scope, VmId};
+use crate::domain::{FieldErrors, Principal, VmId};
 use crate::rbac::{self, Action, Visibility};
-use crate::store::{
-    Idempotency, NewJob, NewRequest, RequestCreated, RequestFilter, RequestUpdate, StoredRequest,
-    JOB_ACTIVATE_REQUEST,
-};
+use crate::store::{Idempotency, RequestCreated, RequestFilter};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -27,7 +23,6 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -171,121 +166,6 @@ struct RequestIdParam {
     id: String,
 }
 
-// ---- helpers ----
-
-fn request_event(
-    event_type: &'static str,
-    actor: &Principal,
-    request: &AccessRequest,
-) -> NewAuditEvent {
-    NewAuditEvent {
-        event_type,
-        actor: actor.clone(),
-        resource_id: request
-            .virtual_machines
-            .first()
-            .map(|v| v.vm.as_str().to_string())
-            .unwrap_or_default(),
-        request_id: Some(request.id.clone()),
-        data: serde_json::to_value(AccessRequestResource::from(request.clone()))
-            .unwrap_or_default(),
-    }
-}
-
-fn activation_job(request: &AccessRequest, now: DateTime<Utc>) -> Option<NewJob> {
-    (request.status == RequestStatus::Approved).then(|| NewJob {
-        kind: JOB_ACTIVATE_REQUEST,
-        subject: request.id.clone(),
-        payload: serde_json::json!({ "requestId": request.id }),
-        run_after: now,
-    })
-}
-
-/// The ARM work a change calls for: opening what was just approved, closing what was just
-/// revoked.
-fn follow_up(before: &AccessRequest, after: &AccessRequest, now: DateTime<Utc>) -> Option<NewJob> {
-    match (before.status, after.status) {
-        (RequestStatus::Pending, RequestStatus::Approved) => activation_job(after, now),
-        (RequestStatus::Active, RequestStatus::Revoked) => {
-            Some(crate::dispatch::grants::close_job(&after.id, now))
-        }
-        _ => None,
-    }
-}
-
-fn scopes_of(request: &AccessRequest) -> Vec<Scope> {
-    request
-        .virtual_machines
-        .iter()
-        .map(|v| Scope::Vm(v.vm.clone()))
-        .collect()
-}
-
-/// Whether `caller` made the request or submitted it for someone.
-fn involved(caller: &Caller, request: &AccessRequest) -> bool {
-    caller.principal.id == request.requestor.id || caller.principal.id == request.submitted_by.id
-}
-
-/// `action` must hold at every VM of the request.
-fn authorize_all(caller: &Caller, action: Action, request: &AccessRequest) -> ApiResult<()> {
-    for scope in scopes_of(request) {
-        rbac::authorize(caller, action, &scope)?;
-    }
-    Ok(())
-}
-
-async fn load(state: &AppState, id: &str) -> ApiResult<StoredRequest> {
-    state
-        .store
-        .get_request(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no access request {id:?}")))
-}
-
-fn transition_error(e: TransitionError) -> ApiError {
-    match e {
-        TransitionError::WrongState { .. } => ApiError::Conflict(e.to_string()),
-        TransitionError::NotAllowed(why) => ApiError::Forbidden(why),
-    }
-}
-
-/// Applies the event `decide` chooses to the request, as the caller, writing it with its
-/// audit event and job; re-reads and tries again when someone else wrote it meanwhile.
-async fn change(
-    state: &AppState,
-    id: &str,
-    caller: &Caller,
-    event_type: &'static str,
-    decide: impl Fn(&AccessRequest) -> ApiResult<Event>,
-) -> ApiResult<AccessRequest> {
-    for _ in 0..5 {
-        let stored = load(state, id).await?;
-        let event = decide(&stored.request)?;
-        let next = stored.request.apply(event).map_err(transition_error)?;
-        let now = Utc::now();
-        let job = follow_up(&stored.request, &next, now);
-        let written = state
-            .store
-            .update_request(RequestUpdate {
-                event: request_event(event_type, &caller.principal, &next),
-                request: next.clone(),
-                expected_version: stored.version,
-                job: job.clone(),
-                now,
-            })
-            .await?;
-        if written {
-            if job.is_some() {
-                state.wake_dispatch();
-            }
-            return Ok(next);
-        }
-    }
-    Err(ApiError::Conflict(format!(
-        "access request {id:?} is being changed by others right now; try again"
-    )))
-}
-
 // ---- handlers ----
 
 /// Ask for access to ports of one or more VMs.
@@ -319,11 +199,6 @@ async fn submit(
 ) -> ApiResult<Response> {
     let body_hash = hex::encode(Sha256::digest(body.bytes()));
     let draft: RequestDraft = body.parse()?;
-    let vms: Vec<VmId> = draft
-        .virtual_machines
-        .iter()
-        .filter_map(|v| VmId::parse(&v.id).ok())
-        .collect();
     let (requestor, caller_address) = match draft.on_behalf_of.as_deref().map(str::trim) {
         None => (
             caller.clone(),
@@ -345,67 +220,40 @@ async fn submit(
             (rbac::absent_user(&oid, assignments), None)
         }
     };
-    for vm in &vms {
-        if draft.on_behalf_of.is_some() {
-            rbac::authorize_vm(&caller, Action::SubmitOnBehalfOf, vm)?;
-        }
-        rbac::authorize_vm(&requestor, Action::SubmitRequest, vm)?;
-    }
-    let mut policies = HashMap::new();
-    for vm in &vms {
-        if let Some(p) = state.store.get_policy(vm).await? {
-            policies.insert(vm.key().to_string(), p.policy);
-        }
-    }
-    let now = Utc::now();
-    let ctx = RequestContext {
-        policies: &policies,
-        caller_address,
-        limits: &state.config.durations,
-        now,
-    };
-    let id = uuid::Uuid::now_v7().to_string();
-    let request = AccessRequest::new(
-        id,
-        draft,
-        requestor.principal.clone(),
-        caller.principal.clone(),
-        &ctx,
-    )?;
     let idempotency = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => {
-            let key = v
-                .to_str()
-                .ok()
-                .map(str::trim)
-                .filter(|k| !k.is_empty() && k.len() <= 200);
-            let key = key.ok_or_else(|| {
-                ApiError::BadRequest("Idempotency-Key must be 1 to 200 visible characters".into())
-            })?;
-            Some(Idempotency {
-                key: key.to_string(),
-                body_hash,
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && k.len() <= 200)
+            .map(|key| {
+                Some(Idempotency {
+                    key: key.to_string(),
+                    body_hash,
+                })
             })
-        }
+            .ok_or_else(|| {
+                ApiError::BadRequest("Idempotency-Key must be 1 to 200 visible characters".into())
+            }),
     };
-    let created = state
-        .store
-        .create_request(NewRequest {
-            event: request_event("request.created", &caller.principal, &request),
-            job: activation_job(&request, now),
-            request,
+    let on_behalf = draft.on_behalf_of.is_some();
+    let created = flow::submit(
+        &state,
+        flow::Submission {
+            submitted_by: &caller,
+            requestor: &requestor,
+            on_behalf,
+            draft,
+            caller_address,
             idempotency,
-            now,
-        })
-        .await?;
+        },
+    )
+    .await?;
     let (status, stored) = match created {
         RequestCreated::Created(r) => (StatusCode::CREATED, r),
         RequestCreated::Replayed(r) => (StatusCode::OK, r),
     };
-    if stored.request.status == RequestStatus::Approved {
-        state.wake_dispatch();
-    }
     let location =
         HeaderValue::from_str(&format!("/v1/access-requests/{}", stored.request.id)).ok();
     let mut response = (status, Json(AccessRequestResource::from(stored.request))).into_response();
@@ -434,9 +282,9 @@ async fn get_request(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AccessRequestResource>> {
-    let stored = load(&state, &id).await?;
-    if !involved(&caller, &stored.request) {
-        authorize_all(&caller, Action::ReadAnyRequest, &stored.request)?;
+    let stored = flow::load(&state, &id).await?;
+    if !flow::involved(&caller, &stored.request) {
+        flow::authorize_all(&caller, Action::ReadAnyRequest, &stored.request)?;
     }
     Ok(Json(stored.request.into()))
 }
@@ -511,15 +359,7 @@ async fn approve(
     body: Option<JsonBody>,
 ) -> ApiResult<Json<AccessRequestResource>> {
     let body: ApproveBody = body.map(|b| b.parse()).transpose()?.unwrap_or_default();
-    let next = change(&state, &id, &caller, "request.approved", |request| {
-        authorize_all(&caller, Action::DecideRequest, request)?;
-        Ok(Event::Approve {
-            by: caller.principal.clone(),
-            comment: body.comment.clone(),
-            at: Utc::now(),
-        })
-    })
-    .await?;
+    let next = flow::approve(&state, &id, &caller, body.comment).await?;
     Ok(Json(next.into()))
 }
 
@@ -546,15 +386,7 @@ async fn deny(
     body: Option<JsonBody>,
 ) -> ApiResult<Json<AccessRequestResource>> {
     let body: ReasonBody = body.map(|b| b.parse()).transpose()?.unwrap_or_default();
-    let next = change(&state, &id, &caller, "request.denied", |request| {
-        authorize_all(&caller, Action::DecideRequest, request)?;
-        Ok(Event::Deny {
-            by: caller.principal.clone(),
-            reason: body.reason.clone(),
-            at: Utc::now(),
-        })
-    })
-    .await?;
+    let next = flow::deny(&state, &id, &caller, body.reason).await?;
     Ok(Json(next.into()))
 }
 
@@ -578,16 +410,7 @@ async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AccessRequestResource>> {
-    let next = change(&state, &id, &caller, "request.cancelled", |request| {
-        if !involved(&caller, request) {
-            return Err(ApiError::Forbidden(format!(
-                "{} may not cancel this request: only its requestor, or the bot that submitted it, may",
-                caller.principal.name
-            )));
-        }
-        Ok(Event::Cancel { at: Utc::now() })
-    })
-    .await?;
+    let next = flow::cancel(&state, &id, &caller).await?;
     Ok(Json(next.into()))
 }
 
@@ -615,15 +438,6 @@ async fn revoke(
     body: Option<JsonBody>,
 ) -> ApiResult<Json<AccessRequestResource>> {
     let body: ReasonBody = body.map(|b| b.parse()).transpose()?.unwrap_or_default();
-    let next = change(&state, &id, &caller, "request.revoked", |request| {
-        if caller.principal.id != request.requestor.id {
-            authorize_all(&caller, Action::RevokeAnyGrant, request)?;
-        }
-        Ok(Event::Revoke {
-            by: caller.principal.clone(),
-            reason: body.reason.clone(),
-        })
-    })
-    .await?;
+    let next = flow::revoke(&state, &id, &caller, body.reason).await?;
     Ok(Json(next.into()))
 }

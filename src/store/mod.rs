@@ -263,6 +263,51 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records one attempt of a delivery and where it leaves it.
     async fn record_delivery(&self, id: &str, attempt: &DeliveryAttempt) -> Result<(), StoreError>;
+
+    // ---- chatops ----
+
+    /// Creates or replaces the chat identity mapping `put.identity.id`, with its audit event.
+    /// Another mapping of the same chat account is a [`StoreError::Conflict`].
+    async fn put_chat_identity(
+        &self,
+        put: ChatIdentityPut,
+    ) -> Result<ChatIdentityWritten, StoreError>;
+
+    async fn get_chat_identity(&self, id: &str) -> Result<Option<StoredChatIdentity>, StoreError>;
+
+    /// Deletes a chat identity mapping, with its audit event; returns what was deleted.
+    async fn delete_chat_identity(
+        &self,
+        id: &str,
+        by: &Principal,
+        now: DateTime<Utc>,
+    ) -> Result<StoredChatIdentity, StoreError>;
+
+    /// One keyset page of chat identity mappings, ordered by id.
+    async fn list_chat_identities(
+        &self,
+        page: &PageRequest,
+    ) -> Result<Page<StoredChatIdentity>, StoreError>;
+
+    /// The mapping of one chat account, if an admin made one.
+    async fn find_chat_identity(
+        &self,
+        platform: crate::chatops::Platform,
+        workspace_id: &str,
+        chat_user_id: &str,
+    ) -> Result<Option<StoredChatIdentity>, StoreError>;
+
+    /// Inventory VMs named `name` (case-insensitively), at most `limit`, ordered by id.
+    async fn find_vms_by_name(&self, name: &str, limit: u32) -> Result<Vec<ListedVm>, StoreError>;
+
+    /// Records that a chat message `key` was handled at `now`, forgetting those seen before
+    /// `forget_before`; false if it was seen already (a replay).
+    async fn remember_chat_message(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
 }
 
 /// How one delivery attempt went.
@@ -630,4 +675,28 @@ pub struct RequestFilter {
     /// What the caller may see: requests it made or submitted, and those with a VM under
     /// one of these scopes; `None` means everything.
     pub visible_to: Option<(String, Vec<Scope>)>,
+}
+
+// ---- chatops ----
+
+/// A chat identity mapping write.
+#[derive(Debug, Clone)]
+pub struct ChatIdentityPut {
+    pub identity: crate::chatops::ChatIdentity,
+    pub by: Principal,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredChatIdentity {
+    pub identity: crate::chatops::ChatIdentity,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: Principal,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChatIdentityWritten {
+    pub identity: StoredChatIdentity,
+    pub created: bool,
 }

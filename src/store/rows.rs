@@ -358,3 +358,48 @@ impl TryFrom<DeliveryRow> for crate::notify::Delivery {
         })
     }
 }
+
+// ---- chatops ----
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct ChatIdentityRow {
+    pub id: String,
+    pub platform: String,
+    pub workspace_id: String,
+    pub chat_user_id: String,
+    pub user_id: String,
+    pub user_name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by_id: String,
+    pub updated_by_name: String,
+}
+
+pub(super) const CHAT_IDENTITY_COLUMNS: &str =
+    "id, platform, workspace_id, chat_user_id, user_id, user_name, created_at, updated_at, \
+     updated_by_id, updated_by_name";
+
+impl TryFrom<ChatIdentityRow> for super::StoredChatIdentity {
+    type Error = StoreError;
+    fn try_from(row: ChatIdentityRow) -> Result<Self, StoreError> {
+        Ok(super::StoredChatIdentity {
+            identity: crate::chatops::ChatIdentity {
+                id: row.id,
+                platform: crate::chatops::Platform::parse(&row.platform)
+                    .map_err(|e| corrupt("platform", e))?,
+                workspace_id: row.workspace_id,
+                chat_user_id: row.chat_user_id,
+                user: Principal {
+                    id: row.user_id,
+                    name: row.user_name,
+                },
+            },
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            updated_by: Principal {
+                id: row.updated_by_id,
+                name: row.updated_by_name,
+            },
+        })
+    }
+}

@@ -1308,6 +1308,193 @@ macro_rules! impl_sql_store {
                 .map_err($crate::store::StoreError::from_sqlx)?;
                 Ok(())
             }
+
+            // ---- chatops ----
+
+            async fn put_chat_identity(
+                &self,
+                put: $crate::store::ChatIdentityPut,
+            ) -> Result<$crate::store::ChatIdentityWritten, $crate::store::StoreError> {
+                use $crate::store::rows::{ChatIdentityRow, CHAT_IDENTITY_COLUMNS};
+                use $crate::store::{ChatIdentityWritten, StoreError};
+                use chrono::SubsecRound;
+                let now = put.now.trunc_subsecs(6);
+                let i = &put.identity;
+                let taken = || {
+                    StoreError::Conflict(format!(
+                        "this {} account is already mapped by another identity than {:?}",
+                        i.platform, i.id
+                    ))
+                };
+                let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
+                let twin: Option<(String,)> = sqlx::query_as(
+                    "SELECT id FROM chatops_identities WHERE platform = $1 AND workspace_id = $2 AND chat_user_id = $3 AND id <> $4",
+                )
+                .bind(i.platform.as_str())
+                .bind(&i.workspace_id)
+                .bind(&i.chat_user_id)
+                .bind(&i.id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                if let Some((twin,)) = twin {
+                    return Err(StoreError::Conflict(format!(
+                        "this {} account is already mapped by identity {twin:?}", i.platform
+                    )));
+                }
+                let existing: Option<ChatIdentityRow> =
+                    sqlx::query_as(&format!("SELECT {CHAT_IDENTITY_COLUMNS} FROM chatops_identities WHERE id = $1"))
+                        .bind(&i.id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                let existed = match existing {
+                    Some(row) => {
+                        let current: $crate::store::StoredChatIdentity = row.try_into()?;
+                        // A retried PUT changes nothing, so it records nothing either.
+                        if current.identity == *i {
+                            return Ok(ChatIdentityWritten { identity: current, created: false });
+                        }
+                        true
+                    }
+                    None => false,
+                };
+                let sql = format!(
+                    "INSERT INTO chatops_identities (id, platform, workspace_id, chat_user_id, user_id, user_name, created_at, updated_at, \
+                     updated_by_id, updated_by_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) \
+                     ON CONFLICT (id) DO UPDATE SET platform = excluded.platform, workspace_id = excluded.workspace_id, \
+                     chat_user_id = excluded.chat_user_id, user_id = excluded.user_id, user_name = excluded.user_name, \
+                     updated_at = excluded.updated_at, updated_by_id = excluded.updated_by_id, updated_by_name = excluded.updated_by_name \
+                     RETURNING {CHAT_IDENTITY_COLUMNS}"
+                );
+                let row: ChatIdentityRow = sqlx::query_as(&sql)
+                    .bind(&i.id)
+                    .bind(i.platform.as_str())
+                    .bind(&i.workspace_id)
+                    .bind(&i.chat_user_id)
+                    .bind(&i.user.id)
+                    .bind(&i.user.name)
+                    .bind(now)
+                    .bind(&put.by.id)
+                    .bind(&put.by.name)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| $crate::store::sql::unique_violation_as(e, taken))?;
+                let created = !existed;
+                let event_type = if created { "chatopsIdentity.created" } else { "chatopsIdentity.updated" };
+                Self::append_audit(&mut tx, $crate::store::sql::chat_identity_event(event_type, i, &put.by), now).await?;
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(ChatIdentityWritten { identity: row.try_into()?, created })
+            }
+
+            async fn get_chat_identity(&self, id: &str) -> Result<Option<$crate::store::StoredChatIdentity>, $crate::store::StoreError> {
+                use $crate::store::rows::{ChatIdentityRow, CHAT_IDENTITY_COLUMNS};
+                let row: Option<ChatIdentityRow> =
+                    sqlx::query_as(&format!("SELECT {CHAT_IDENTITY_COLUMNS} FROM chatops_identities WHERE id = $1"))
+                        .bind(id)
+                        .fetch_optional(self.reader())
+                        .await
+                        .map_err($crate::store::StoreError::from_sqlx)?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn delete_chat_identity(
+                &self,
+                id: &str,
+                by: &$crate::domain::Principal,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<$crate::store::StoredChatIdentity, $crate::store::StoreError> {
+                use $crate::store::rows::{ChatIdentityRow, CHAT_IDENTITY_COLUMNS};
+                use $crate::store::{StoreError, StoredChatIdentity};
+                use chrono::SubsecRound;
+                let now = now.trunc_subsecs(6);
+                let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
+                let row: Option<ChatIdentityRow> =
+                    sqlx::query_as(&format!("DELETE FROM chatops_identities WHERE id = $1 RETURNING {CHAT_IDENTITY_COLUMNS}"))
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                let deleted: StoredChatIdentity = row.ok_or(StoreError::NotFound)?.try_into()?;
+                let event = $crate::store::sql::chat_identity_event("chatopsIdentity.deleted", &deleted.identity, by);
+                Self::append_audit(&mut tx, event, now).await?;
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(deleted)
+            }
+
+            async fn list_chat_identities(
+                &self,
+                page: &$crate::store::PageRequest,
+            ) -> Result<$crate::store::Page<$crate::store::StoredChatIdentity>, $crate::store::StoreError> {
+                use $crate::store::rows::{ChatIdentityRow, CHAT_IDENTITY_COLUMNS};
+                use $crate::store::{StoreError, StoredChatIdentity};
+                let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {CHAT_IDENTITY_COLUMNS} FROM chatops_identities WHERE 1 = 1"));
+                if let Some(after) = &page.after {
+                    q.push(" AND id > ").push_bind(after.clone());
+                }
+                q.push(" ORDER BY id LIMIT ").push_bind(i64::from(page.limit) + 1);
+                let rows: Vec<ChatIdentityRow> = q.build_query_as().fetch_all(self.reader()).await.map_err(StoreError::from_sqlx)?;
+                let items = rows.into_iter().map(StoredChatIdentity::try_from).collect::<Result<Vec<_>, _>>()?;
+                Ok($crate::store::Page::from_overfetch(items, page.limit, |i| i.identity.id.clone()))
+            }
+
+            async fn find_chat_identity(
+                &self,
+                platform: $crate::chatops::Platform,
+                workspace_id: &str,
+                chat_user_id: &str,
+            ) -> Result<Option<$crate::store::StoredChatIdentity>, $crate::store::StoreError> {
+                use $crate::store::rows::{ChatIdentityRow, CHAT_IDENTITY_COLUMNS};
+                let row: Option<ChatIdentityRow> = sqlx::query_as(&format!(
+                    "SELECT {CHAT_IDENTITY_COLUMNS} FROM chatops_identities WHERE platform = $1 AND workspace_id = $2 AND chat_user_id = $3"
+                ))
+                .bind(platform.as_str())
+                .bind(workspace_id)
+                .bind(chat_user_id)
+                .fetch_optional(self.reader())
+                .await
+                .map_err($crate::store::StoreError::from_sqlx)?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn find_vms_by_name(&self, name: &str, limit: u32) -> Result<Vec<$crate::store::ListedVm>, $crate::store::StoreError> {
+                use $crate::store::rows::{VmRow, VM_COLUMNS};
+                use $crate::store::{ListedVm, StoreError};
+                // lower() matches the vms_by_name index; Azure VM names are ASCII.
+                let rows: Vec<VmRow> = sqlx::query_as(&format!(
+                    "SELECT {VM_COLUMNS} FROM vms v LEFT JOIN policies p ON p.vm_key = v.vm_key WHERE lower(v.name) = $1 ORDER BY v.vm_key LIMIT $2"
+                ))
+                .bind(name.to_ascii_lowercase())
+                .bind(i64::from(limit))
+                .fetch_all(self.reader())
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                rows.into_iter().map(ListedVm::try_from).collect()
+            }
+
+            async fn remember_chat_message(
+                &self,
+                key: &str,
+                now: chrono::DateTime<chrono::Utc>,
+                forget_before: chrono::DateTime<chrono::Utc>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                use $crate::store::StoreError;
+                let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
+                sqlx::query("DELETE FROM chatops_seen_messages WHERE seen_at < $1")
+                    .bind(forget_before)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                let inserted = sqlx::query("INSERT INTO chatops_seen_messages (message_key, seen_at) VALUES ($1, $2) ON CONFLICT (message_key) DO NOTHING")
+                    .bind(key)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?
+                    .rows_affected();
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(inserted == 1)
+            }
         }
 
         impl $store {
@@ -1519,3 +1706,27 @@ macro_rules! impl_sql_store {
 }
 
 pub(crate) use impl_sql_store;
+
+// ---- chatops ----
+
+/// The audit event for a chat identity mapping change.
+pub(super) fn chat_identity_event(
+    event_type: &'static str,
+    i: &crate::chatops::ChatIdentity,
+    by: &Principal,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        event_type,
+        actor: by.clone(),
+        resource_id: format!("/chatops/identities/{}", i.id),
+        request_id: None,
+        data: json!({
+            "id": i.id,
+            "platform": i.platform.as_str(),
+            "workspaceId": i.workspace_id,
+            "chatUserId": i.chat_user_id,
+            "userId": i.user.id,
+            "userName": i.user.name,
+        }),
+    }
+}
