@@ -47,6 +47,9 @@ pub const EVENT_TYPES: &[&str] = &[
     "jitgate.webhook.created",
     "jitgate.webhook.updated",
     "jitgate.webhook.deleted",
+    "jitgate.chatopsIdentity.created",
+    "jitgate.chatopsIdentity.updated",
+    "jitgate.chatopsIdentity.deleted",
 ];
 
 /// A subscription, as stored (its secret is kept apart: it is never read back out).
@@ -135,7 +138,7 @@ pub fn cloud_event_type(event: &AuditEvent) -> Option<String> {
         "request" => event.data["status"]
             .as_str()
             .map(|status| format!("jitgate.request.{status}")),
-        "grant" | "policy" | "roleAssignment" | "webhook" => {
+        "grant" | "policy" | "roleAssignment" | "webhook" | "chatopsIdentity" => {
             Some(format!("jitgate.{}", event.event_type))
         }
         _ => None,
