@@ -70,6 +70,8 @@ conformance!(
     append_event_appends_a_chained_event,
     grant_history_filters_periods_scopes_and_pages,
     audit_events_filter_and_page_in_chain_order,
+    webhook_deliveries_are_queued_with_the_event_that_they_announce,
+    chat_identities_map_one_chat_account_to_one_user,
 );
 
 fn vm(sub: &str, rg: &str, name: &str) -> VmId {
@@ -1598,4 +1600,241 @@ async fn audit_events_filter_and_page_in_chain_order(store: DynStore) {
         expect(&|e| e.request_id.as_deref() == Some("req-3")
             && (10..30).contains(&(e.at - t0).num_seconds()))
     );
+}
+
+fn webhook(id: &str, types: &[&str]) -> jitgate::notify::Webhook {
+    let now = Utc::now().trunc_subsecs(6);
+    jitgate::notify::Webhook {
+        id: id.into(),
+        url: format!("https://hooks.example.com/{id}"),
+        event_types: types.iter().map(|t| t.to_string()).collect(),
+        description: Some("test".into()),
+        enabled: true,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+async fn webhook_deliveries_are_queued_with_the_event_that_they_announce(store: DynStore) {
+    use jitgate::notify::DeliveryStatus;
+    use jitgate::store::{DeliveryAttempt, JOB_DELIVER_WEBHOOK};
+    store
+        .create_webhook(
+            &webhook("wh-policies", &["jitgate.policy.*"]),
+            "secret-1-abcdefgh",
+            &alice(),
+        )
+        .await
+        .unwrap();
+    store
+        .create_webhook(
+            &webhook("wh-requests", &["jitgate.request.pending"]),
+            "secret-2-abcdefgh",
+            &alice(),
+        )
+        .await
+        .unwrap();
+    let (read, secret) = store.get_webhook("wh-policies").await.unwrap().unwrap();
+    assert_eq!(
+        (read.url.as_str(), read.event_types.clone(), read.enabled),
+        (
+            "https://hooks.example.com/wh-policies",
+            vec!["jitgate.policy.*".to_string()],
+            true
+        )
+    );
+    assert_eq!(secret, "secret-1-abcdefgh");
+    assert_eq!(store.list_webhooks().await.unwrap().len(), 2);
+
+    // A policy event: one delivery, to the policies subscription, with its job.
+    let event = store
+        .append_event(
+            NewAuditEvent {
+                event_type: "policy.created",
+                actor: alice(),
+                resource_id: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm".into(),
+                request_id: None,
+                data: json!({}),
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let page = store
+        .list_deliveries(
+            "wh-policies",
+            &PageRequest {
+                limit: 10,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    let delivery = &page.items[0];
+    assert_eq!(
+        (delivery.event_seq, delivery.event_type.as_str()),
+        (event.seq, "jitgate.policy.created")
+    );
+    assert_eq!(delivery.status, DeliveryStatus::Pending);
+    assert!(store
+        .list_deliveries(
+            "wh-requests",
+            &PageRequest {
+                limit: 10,
+                after: None
+            }
+        )
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    let jobs = store.pending_jobs().await.unwrap();
+    assert!(jobs
+        .iter()
+        .any(|j| j.kind == JOB_DELIVER_WEBHOOK && j.subject == delivery.id));
+
+    store
+        .record_delivery(
+            &delivery.id,
+            &DeliveryAttempt {
+                status: DeliveryStatus::Pending,
+                status_code: Some(503),
+                error: Some("down".into()),
+                at: Utc::now(),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .record_delivery(
+            &delivery.id,
+            &DeliveryAttempt {
+                status: DeliveryStatus::Delivered,
+                status_code: Some(200),
+                error: None,
+                at: Utc::now(),
+            },
+        )
+        .await
+        .unwrap();
+    let done = store.get_delivery(&delivery.id).await.unwrap().unwrap();
+    assert_eq!(
+        (done.status, done.attempts, done.last_status_code),
+        (DeliveryStatus::Delivered, 2, Some(200))
+    );
+    assert!(done.delivered_at.is_some() && done.last_error.is_none());
+
+    // Disabled, it queues nothing; rotating the secret keeps the rest.
+    let mut off = webhook("wh-policies", &["jitgate.policy.*"]);
+    off.enabled = false;
+    assert!(store
+        .update_webhook(&off, Some("rotated-secret-0001"), &alice())
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get_webhook("wh-policies").await.unwrap().unwrap().1,
+        "rotated-secret-0001"
+    );
+    assert!(!store
+        .update_webhook(&webhook("nope", &[]), None, &alice())
+        .await
+        .unwrap());
+    let deleted = store
+        .delete_webhook("wh-policies", &alice(), Utc::now())
+        .await
+        .unwrap();
+    assert!(deleted.is_some());
+    assert!(
+        store.get_delivery(&delivery.id).await.unwrap().is_none(),
+        "the log goes with it"
+    );
+    assert!(store
+        .delete_webhook("wh-policies", &alice(), Utc::now())
+        .await
+        .unwrap()
+        .is_none());
+    let types: Vec<String> = store
+        .audit_events_after(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "webhook.created",
+            "webhook.created",
+            "policy.created",
+            "webhook.updated",
+            "webhook.deleted"
+        ]
+    );
+}
+
+async fn chat_identities_map_one_chat_account_to_one_user(store: DynStore) {
+    use jitgate::chatops::{ChatIdentity, Platform};
+    use jitgate::store::ChatIdentityPut;
+    let identity = |id: &str, user: &str| ChatIdentity {
+        id: id.into(),
+        platform: Platform::Slack,
+        workspace_id: "T0123".into(),
+        chat_user_id: user.into(),
+        user: alice(),
+    };
+    let put = |i: ChatIdentity| ChatIdentityPut {
+        identity: i,
+        by: alice(),
+        now: Utc::now(),
+    };
+    assert!(
+        store
+            .put_chat_identity(put(identity("m1", "U1")))
+            .await
+            .unwrap()
+            .created
+    );
+    assert!(
+        !store
+            .put_chat_identity(put(identity("m1", "U1")))
+            .await
+            .unwrap()
+            .created
+    );
+    let found = store
+        .find_chat_identity(Platform::Slack, "T0123", "U1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.identity.user, alice());
+    assert!(store
+        .find_chat_identity(Platform::Teams, "T0123", "U1")
+        .await
+        .unwrap()
+        .is_none());
+    let twice = store.put_chat_identity(put(identity("m2", "U1"))).await;
+    assert!(matches!(twice, Err(StoreError::Conflict(_))), "{twice:?}");
+    store
+        .put_chat_identity(put(identity("m3", "U3")))
+        .await
+        .unwrap();
+    let page = store
+        .list_chat_identities(&PageRequest {
+            limit: 1,
+            after: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert!(page.next_after.is_some());
+    store
+        .delete_chat_identity("m1", &alice(), Utc::now())
+        .await
+        .unwrap();
+    assert!(store
+        .find_chat_identity(Platform::Slack, "T0123", "U1")
+        .await
+        .unwrap()
+        .is_none());
 }
