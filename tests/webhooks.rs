@@ -59,6 +59,19 @@ fn types(received: &[Received]) -> Vec<String> {
         .collect()
 }
 
+/// The delivery log once `settled` holds of it (outcomes are recorded a moment after the
+/// receiver answers), or as it is after 10 s.
+async fn log_when(app: &TestApp, webhook: &str, settled: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = deliveries(app, webhook).await;
+        if settled(&log) || Instant::now() > deadline {
+            return log;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 async fn deliveries(app: &TestApp, webhook: &str) -> Vec<Value> {
     app.get_json(&format!("/v1/webhooks/{webhook}/deliveries"), &app.admin())
         .await["items"]
@@ -156,7 +169,10 @@ async fn approvers_and_requestors_get_the_signed_events_they_subscribed_to() {
     assert_eq!(approvers.seen().len(), 2, "nothing else, and nothing twice");
     assert_eq!(requestors.seen().len(), 3);
 
-    let log = deliveries(&app, &approvers_hook).await;
+    let log = log_when(&app, &approvers_hook, |log| {
+        log.iter().all(|d| d["status"] == "delivered")
+    })
+    .await;
     assert_eq!(log.len(), 2);
     for d in &log {
         assert_eq!(d["status"], "delivered");
@@ -199,7 +215,7 @@ async fn a_failing_receiver_gets_the_event_once_up_and_a_restart_loses_nothing()
     for r in &seen {
         assert_signed(r, &secret);
     }
-    let log = deliveries(&app, &hook).await;
+    let log = log_when(&app, &hook, |log| log[0]["status"] == "delivered").await;
     assert_eq!(log.len(), 1);
     assert_eq!(log[0]["status"], "delivered");
     assert_eq!(log[0]["attempts"], 4);
@@ -213,7 +229,7 @@ async fn a_failing_receiver_gets_the_event_once_up_and_a_restart_loses_nothing()
         201
     );
     receiver.wait_for(5, 20).await;
-    let pending = deliveries(&app, &hook).await;
+    let pending = log_when(&app, &hook, |log| log[0]["attempts"] == 1).await;
     assert_eq!(pending[0]["status"], "pending");
     assert_eq!(pending[0]["lastStatusCode"], 503);
     drop(app);
@@ -232,7 +248,7 @@ async fn a_failing_receiver_gets_the_event_once_up_and_a_restart_loses_nothing()
     let accepted = receiver.accepted();
     assert_eq!(accepted[1].json()["type"], "jitgate.policy.created");
     assert_eq!(accepted[1].json()["subject"], common::vm_id("vm-web-2"));
-    let log = deliveries(&app, &hook).await;
+    let log = log_when(&app, &hook, |log| log[0]["status"] == "delivered").await;
     assert_eq!(log[0]["status"], "delivered");
 }
 

@@ -391,12 +391,7 @@ macro_rules! impl_sql_store {
                 if let Some((twin,)) = twin {
                     return Err($crate::store::sql::assignment_exists(&twin));
                 }
-                let existing: Option<RoleAssignmentRow> =
-                    sqlx::query_as(&format!("SELECT {ROLE_ASSIGNMENT_COLUMNS} FROM role_assignments WHERE id = $1"))
-                        .bind(&a.id)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
+                let existing: Option<RoleAssignmentRow> = Self::row_by_id(&mut *tx, "role_assignments", ROLE_ASSIGNMENT_COLUMNS, &a.id).await?;
                 // A retried PUT changes nothing, so it records nothing either.
                 let unchanged = |row: &RoleAssignmentRow| {
                     row.principal_id == a.principal_id
@@ -447,12 +442,7 @@ macro_rules! impl_sql_store {
                 id: &str,
             ) -> Result<Option<$crate::store::StoredRoleAssignment>, $crate::store::StoreError> {
                 use $crate::store::rows::{RoleAssignmentRow, ROLE_ASSIGNMENT_COLUMNS};
-                let row: Option<RoleAssignmentRow> =
-                    sqlx::query_as(&format!("SELECT {ROLE_ASSIGNMENT_COLUMNS} FROM role_assignments WHERE id = $1"))
-                        .bind(id)
-                        .fetch_optional(self.reader())
-                        .await
-                        .map_err($crate::store::StoreError::from_sqlx)?;
+                let row: Option<RoleAssignmentRow> = Self::row_by_id(self.reader(), "role_assignments", ROLE_ASSIGNMENT_COLUMNS, id).await?;
                 row.map(TryInto::try_into).transpose()
             }
 
@@ -467,12 +457,7 @@ macro_rules! impl_sql_store {
                 use chrono::SubsecRound;
                 let now = now.trunc_subsecs(6);
                 let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
-                let row: Option<RoleAssignmentRow> =
-                    sqlx::query_as(&format!("DELETE FROM role_assignments WHERE id = $1 RETURNING {ROLE_ASSIGNMENT_COLUMNS}"))
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
+                let row: Option<RoleAssignmentRow> = Self::delete_by_id(&mut *tx, "role_assignments", ROLE_ASSIGNMENT_COLUMNS, id).await?;
                 let deleted: StoredRoleAssignment = row.ok_or(StoreError::NotFound)?.try_into()?;
                 let event = $crate::store::sql::assignment_event("roleAssignment.deleted", &deleted.assignment, by);
                 Self::append_audit(&mut tx, event, now).await?;
@@ -854,11 +839,7 @@ macro_rules! impl_sql_store {
 
             async fn get_request(&self, id: &str) -> Result<Option<$crate::store::StoredRequest>, $crate::store::StoreError> {
                 use $crate::store::rows::{RequestRow, REQUEST_COLUMNS};
-                let row: Option<RequestRow> = sqlx::query_as(&format!("SELECT {REQUEST_COLUMNS} FROM access_requests WHERE id = $1"))
-                    .bind(id)
-                    .fetch_optional(self.reader())
-                    .await
-                    .map_err($crate::store::StoreError::from_sqlx)?;
+                let row: Option<RequestRow> = Self::row_by_id(self.reader(), "access_requests", REQUEST_COLUMNS, id).await?;
                 row.map(TryInto::try_into).transpose()
             }
 
@@ -1215,11 +1196,7 @@ macro_rules! impl_sql_store {
                 use $crate::store::rows::{WebhookRow, WEBHOOK_COLUMNS};
                 use $crate::store::StoreError;
                 let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
-                let row: Option<WebhookRow> = sqlx::query_as(&format!("DELETE FROM webhooks WHERE id = $1 RETURNING {WEBHOOK_COLUMNS}"))
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(StoreError::from_sqlx)?;
+                let row: Option<WebhookRow> = Self::delete_by_id(&mut *tx, "webhooks", WEBHOOK_COLUMNS, id).await?;
                 let Some(row) = row else { return Ok(None) };
                 let (webhook, _) = <($crate::notify::Webhook, String)>::try_from(row)?;
                 // Its log goes with it; queued deliveries find nothing to do.
@@ -1235,11 +1212,7 @@ macro_rules! impl_sql_store {
 
             async fn get_webhook(&self, id: &str) -> Result<Option<($crate::notify::Webhook, String)>, $crate::store::StoreError> {
                 use $crate::store::rows::{WebhookRow, WEBHOOK_COLUMNS};
-                let row: Option<WebhookRow> = sqlx::query_as(&format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1"))
-                    .bind(id)
-                    .fetch_optional(self.reader())
-                    .await
-                    .map_err($crate::store::StoreError::from_sqlx)?;
+                let row: Option<WebhookRow> = Self::row_by_id(self.reader(), "webhooks", WEBHOOK_COLUMNS, id).await?;
                 row.map(TryFrom::try_from).transpose()
             }
 
@@ -1277,11 +1250,7 @@ macro_rules! impl_sql_store {
 
             async fn get_delivery(&self, id: &str) -> Result<Option<$crate::notify::Delivery>, $crate::store::StoreError> {
                 use $crate::store::rows::{DeliveryRow, DELIVERY_COLUMNS};
-                let row: Option<DeliveryRow> = sqlx::query_as(&format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = $1"))
-                    .bind(id)
-                    .fetch_optional(self.reader())
-                    .await
-                    .map_err($crate::store::StoreError::from_sqlx)?;
+                let row: Option<DeliveryRow> = Self::row_by_id(self.reader(), "webhook_deliveries", DELIVERY_COLUMNS, id).await?;
                 row.map(TryFrom::try_from).transpose()
             }
 
@@ -1342,12 +1311,7 @@ macro_rules! impl_sql_store {
                         "this {} account is already mapped by identity {twin:?}", i.platform
                     )));
                 }
-                let existing: Option<ChatIdentityRow> =
-                    sqlx::query_as(&format!("SELECT {CHAT_IDENTITY_COLUMNS} FROM chatops_identities WHERE id = $1"))
-                        .bind(&i.id)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
+                let existing: Option<ChatIdentityRow> = Self::row_by_id(&mut *tx, "chatops_identities", CHAT_IDENTITY_COLUMNS, &i.id).await?;
                 let existed = match existing {
                     Some(row) => {
                         let current: $crate::store::StoredChatIdentity = row.try_into()?;
@@ -1389,12 +1353,7 @@ macro_rules! impl_sql_store {
 
             async fn get_chat_identity(&self, id: &str) -> Result<Option<$crate::store::StoredChatIdentity>, $crate::store::StoreError> {
                 use $crate::store::rows::{ChatIdentityRow, CHAT_IDENTITY_COLUMNS};
-                let row: Option<ChatIdentityRow> =
-                    sqlx::query_as(&format!("SELECT {CHAT_IDENTITY_COLUMNS} FROM chatops_identities WHERE id = $1"))
-                        .bind(id)
-                        .fetch_optional(self.reader())
-                        .await
-                        .map_err($crate::store::StoreError::from_sqlx)?;
+                let row: Option<ChatIdentityRow> = Self::row_by_id(self.reader(), "chatops_identities", CHAT_IDENTITY_COLUMNS, id).await?;
                 row.map(TryInto::try_into).transpose()
             }
 
@@ -1409,12 +1368,7 @@ macro_rules! impl_sql_store {
                 use chrono::SubsecRound;
                 let now = now.trunc_subsecs(6);
                 let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
-                let row: Option<ChatIdentityRow> =
-                    sqlx::query_as(&format!("DELETE FROM chatops_identities WHERE id = $1 RETURNING {CHAT_IDENTITY_COLUMNS}"))
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
+                let row: Option<ChatIdentityRow> = Self::delete_by_id(&mut *tx, "chatops_identities", CHAT_IDENTITY_COLUMNS, id).await?;
                 let deleted: StoredChatIdentity = row.ok_or(StoreError::NotFound)?.try_into()?;
                 let event = $crate::store::sql::chat_identity_event("chatopsIdentity.deleted", &deleted.identity, by);
                 Self::append_audit(&mut tx, event, now).await?;
@@ -1639,6 +1593,32 @@ macro_rules! impl_sql_store {
                 .await
                 .map_err($crate::store::StoreError::from_sqlx)?;
                 Ok(())
+            }
+
+            /// The row of `table` whose id is `id` (the columns `columns`), if there is one.
+            async fn row_by_id<'e, R, E>(executor: E, table: &str, columns: &str, id: &str) -> Result<Option<R>, $crate::store::StoreError>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+                R: for<'r> sqlx::FromRow<'r, <$db as sqlx::Database>::Row> + Send + Unpin,
+            {
+                sqlx::query_as(&format!("SELECT {columns} FROM {table} WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(executor)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)
+            }
+
+            /// Deletes the row of `table` whose id is `id`, returning it (the columns `columns`).
+            async fn delete_by_id<'e, R, E>(executor: E, table: &str, columns: &str, id: &str) -> Result<Option<R>, $crate::store::StoreError>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+                R: for<'r> sqlx::FromRow<'r, <$db as sqlx::Database>::Row> + Send + Unpin,
+            {
+                sqlx::query_as(&format!("DELETE FROM {table} WHERE id = $1 RETURNING {columns}"))
+                    .bind(id)
+                    .fetch_optional(executor)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)
             }
 
             async fn insert_job(tx: &mut sqlx::Transaction<'_, $db>, job: &$crate::store::NewJob) -> Result<(), $crate::store::StoreError> {
