@@ -219,6 +219,15 @@ pub trait Store: Send + Sync + 'static {
     /// Bulk-loads history (benchmarks, imports): grants only, no audit events.
     async fn import_grants(&self, grants: &[Grant]) -> Result<(), StoreError>;
 
+    /// Before a large [`Store::import_grants`] load: drops the grants table's secondary
+    /// indexes, so rows go in at append speed instead of updating six B-trees each. Filters
+    /// stay correct but slow until [`Store::end_grant_bulk_load`] rebuilds them; a load that
+    /// died half-way is mended by calling that (it creates only the missing indexes).
+    async fn begin_grant_bulk_load(&self) -> Result<(), StoreError>;
+
+    /// Recreates the grants table's secondary indexes (those missing), as migrations define them.
+    async fn end_grant_bulk_load(&self) -> Result<(), StoreError>;
+
     // ---- webhooks ----
 
     /// Adds a subscription (with its `webhook.created` event).

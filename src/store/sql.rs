@@ -12,6 +12,21 @@ use crate::domain::{Principal, VmId};
 use crate::rbac::RoleAssignment;
 use serde_json::json;
 
+/// The grants table's secondary indexes as migration 0006 creates them (name, columns), which
+/// a bulk load drops and rebuilds; a test checks both migrations still say the same.
+pub(super) const GRANT_INDEXES: &[(&str, &str)] = &[
+    ("grants_by_time", "granted_at, id"),
+    ("grants_by_vm", "vm_key, granted_at, id"),
+    ("grants_by_requestor", "requestor_id, granted_at, id"),
+    ("grants_by_port", "port, granted_at, id"),
+    ("grants_by_status", "status, granted_at, id"),
+    ("grants_by_request", "request_id"),
+    (
+        "grants_by_resource_group",
+        "subscription_key, resource_group_key, granted_at, id",
+    ),
+];
+
 /// The audit event for a policy change.
 pub(super) fn policy_event(
     event_type: &'static str,
@@ -1127,6 +1142,56 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
+            async fn begin_grant_bulk_load(&self) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::StoreError;
+                let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
+                for (name, _) in $crate::store::sql::GRANT_INDEXES {
+                    sqlx::query(&format!("DROP INDEX IF EXISTS {name}"))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                }
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(())
+            }
+
+            async fn end_grant_bulk_load(&self) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::StoreError;
+                let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
+                if Self::BACKEND == "postgres" {
+                    // Sorting ten million keys in the default 64 MB spills to disk many times.
+                    sqlx::query("SET LOCAL maintenance_work_mem = '512MB'")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                }
+                for (name, columns) in $crate::store::sql::GRANT_INDEXES {
+                    sqlx::query(&format!("CREATE INDEX IF NOT EXISTS {name} ON grants ({columns})"))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                }
+                if Self::BACKEND == "postgres" {
+                    // Fresh statistics at once rather than at autovacuum's next pass. (SQLite
+                    // is left without them, as a served database is: see `list_grants`.)
+                    sqlx::query("ANALYZE grants")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                }
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                if Self::BACKEND == "sqlite" {
+                    // The rebuilt indexes are gigabytes of WAL; copy them into the database
+                    // now, or the next process to close it last does, holding the write lock
+                    // long enough for a `serve` starting meanwhile to fail on "database is locked".
+                    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                        .execute(self.writer())
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                }
+                Ok(())
+            }
+
             // ---- webhooks ----
 
             async fn create_webhook(
@@ -1708,5 +1773,26 @@ pub(super) fn chat_identity_event(
             "userId": i.user.id,
             "userName": i.user.name,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bulk_load_rebuilds_the_indexes_migrations_create() {
+        for migration in [
+            include_str!("../../migrations/sqlite/0006_history.sql"),
+            include_str!("../../migrations/postgres/0006_history.sql"),
+        ] {
+            let created = migration
+                .lines()
+                .filter(|l| l.starts_with("CREATE INDEX grants_"))
+                .count();
+            assert_eq!(created, super::GRANT_INDEXES.len());
+            for (name, columns) in super::GRANT_INDEXES {
+                let ddl = format!("CREATE INDEX {name} ON grants ({columns});");
+                assert!(migration.contains(&ddl), "{ddl}");
+            }
+        }
     }
 }
