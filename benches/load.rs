@@ -8,6 +8,8 @@
 //! - `burst`: 100 requests for VMs behind one NSG, the simulator's writes taking 1 s each:
 //!   time until all are active, and how many NSG writes it took.
 //! - `expiry`: 1,000 grants ending within the same 10 s: lateness of their removal.
+//! - `soak` (by hand, not in `all`): `--minutes M` (10) at `--rate R` requests/s (5) with 20% of
+//!   ARM calls failing: responses, RSS over time, and whether every grant closed.
 //!
 //! Run: `cargo bench --bench load -- [submit|burst|expiry|all] [--backend sqlite|postgres]`
 //! (Postgres: `JITGATE_BENCH_POSTGRES_URL`, default postgres://postgres@127.0.0.1:5432/test;
@@ -225,8 +227,21 @@ async fn drive(
     (all, started.elapsed(), errors)
 }
 
-async fn submit(backend: &str) {
-    let db = Db::new(backend).await;
+const VMS: [&str; 4] = ["vm-web-1", "vm-web-2", "vm-rdp", "vm-app"];
+
+/// `jitgate serve` and the ARM simulator (with `sim_args`) as child processes, on `db`, with
+/// policies on the demo VMs.
+struct Service {
+    base: String,
+    serve_pid: u32,
+    http: reqwest::Client,
+    admin: String,
+    alice: String,
+    _children: Children,
+    _dir: tempfile::TempDir,
+}
+
+async fn service(db: &Db, sim_args: &[&str]) -> Service {
     let dir = tempfile::tempdir().unwrap();
     let mut children = Children(vec![]);
     let (sim, sim_url) = spawn_reading(
@@ -240,7 +255,8 @@ async fn submit(backend: &str) {
                 "bench",
                 "--lro-delay",
                 "PT0S",
-            ]);
+            ])
+            .args(sim_args);
             c
         },
         |line| {
@@ -285,9 +301,7 @@ async fn submit(backend: &str) {
         .pool_max_idle_per_host(128)
         .build()
         .unwrap();
-    const VMS: [&str; 4] = ["vm-web-1", "vm-web-2", "vm-rdp", "vm-app"];
-    let vms = VMS;
-    for vm in vms {
+    for vm in VMS {
         let r = http
             .put(format!(
                 "{base}/v1/subscriptions/{SUB}/resourceGroups/{RG}/virtualMachines/{vm}/policy"
@@ -299,6 +313,37 @@ async fn submit(backend: &str) {
             .unwrap();
         assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     }
+    Service {
+        base,
+        serve_pid,
+        http,
+        admin,
+        alice,
+        _children: children,
+        _dir: dir,
+    }
+}
+
+/// A request body for the `i`-th request: a demo VM in turn, a source of its own.
+fn ask_body(i: usize, duration: &str) -> serde_json::Value {
+    json!({
+        "virtualMachines": [{ "id": seed::vm_id(SUB, RG, VMS[i % VMS.len()]), "ports": [{ "number": 22, "duration": duration,
+            "allowedSourceAddressPrefix": format!("10.{}.{}.{}", (i / 62500) % 250, (i / 250) % 250, 1 + i % 250) }] }],
+        "justification": "INC-4242: load test",
+    })
+}
+
+async fn submit(backend: &str) {
+    let db = Db::new(backend).await;
+    let svc = service(&db, &[]).await;
+    let Service {
+        base,
+        serve_pid,
+        http,
+        alice,
+        ..
+    } = &svc;
+    let (base, serve_pid) = (base.clone(), *serve_pid);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle_rss = rss_kib(serve_pid);
     let baseline = baseline_server(&db.url).await;
@@ -309,13 +354,7 @@ async fn submit(backend: &str) {
     let mut n = 0usize;
     for clients in [1usize, 16, 64] {
         let total = 150 * clients.min(8);
-        let body = |i: usize| {
-            json!({
-                "virtualMachines": [{ "id": seed::vm_id(SUB, RG, VMS[i % VMS.len()]), "ports": [{ "number": 22, "duration": "PT1S",
-                    "allowedSourceAddressPrefix": format!("10.{}.{}.{}", (i / 62500) % 250, (i / 250) % 250, 1 + i % 250) }] }],
-                "justification": "INC-4242: load test",
-            })
-        };
+        let body = |i: usize| ask_body(i, "PT1S");
         let offset = n;
         let (h, j) = (http.clone(), alice.clone());
         let b2 = base.clone();
@@ -349,7 +388,7 @@ async fn submit(backend: &str) {
         idle_rss as f64 / 1024.0,
         after_rss as f64 / 1024.0
     );
-    drop(children);
+    drop(svc);
     db.drop_schema().await;
 }
 
@@ -485,11 +524,103 @@ async fn expiry() {
     );
 }
 
+/// A fixed rate of requests for `minutes`, the simulator failing 20% of ARM calls (10%
+/// throttled with 429, 10% answered 500/503): no error responses but the injected ones may
+/// reach clients, memory must stay flat, and every grant must close.
+async fn soak(minutes: u64, rate: u64) {
+    let db = Db::new("sqlite").await;
+    let svc = service(
+        &db,
+        &["--throttle-rate", "0.1", "--server-error-rate", "0.1"],
+    )
+    .await;
+    let started = Instant::now();
+    let run_for = Duration::from_secs(minutes * 60);
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / rate.max(1)));
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    let mut rss = vec![(0u64, rss_kib(svc.serve_pid))];
+    let mut i = 0usize;
+    let mut last_sample = Instant::now();
+    while started.elapsed() < run_for {
+        tick.tick().await;
+        let response = svc
+            .http
+            .post(format!("{}/v1/access-requests", svc.base))
+            .bearer_auth(&svc.alice)
+            .json(&ask_body(i, "PT20S"))
+            .send()
+            .await;
+        *statuses
+            .entry(response.map(|r| r.status().as_u16()).unwrap_or(0))
+            .or_default() += 1;
+        i += 1;
+        if last_sample.elapsed() >= Duration::from_secs(30) {
+            rss.push((started.elapsed().as_secs(), rss_kib(svc.serve_pid)));
+            last_sample = Instant::now();
+        }
+    }
+    // Every grant ends within its 20 s, or fails: wait for none to be left open.
+    let settle = Instant::now();
+    let open = loop {
+        let active: serde_json::Value = svc
+            .http
+            .get(format!("{}/v1/grants?status=active&limit=1000", svc.base))
+            .bearer_auth(&svc.admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let open = active["items"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(usize::MAX);
+        if open == 0 || settle.elapsed() > Duration::from_secs(300) {
+            break open;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    rss.push((started.elapsed().as_secs(), rss_kib(svc.serve_pid)));
+    let grants: serde_json::Value = svc
+        .http
+        .get(format!("{}/v1/grants?limit=1", svc.base))
+        .bearer_auth(&svc.admin)
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| {
+            let mut by = std::collections::BTreeMap::<String, usize>::new();
+            for line in t.lines() {
+                let g: serde_json::Value = serde_json::from_str(line).unwrap();
+                *by.entry(g["status"].as_str().unwrap_or("?").to_string())
+                    .or_default() += 1;
+            }
+            json!(by)
+        })
+        .unwrap();
+    println!("\n## soak: {minutes} min at {rate} requests/s, 20% of ARM calls failing (10% 429, 10% 5xx)");
+    println!("| requests | responses by status | grants by status at the end | grants left open | server RSS (s: MiB) |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {i} | {statuses:?} | {grants} | {open} (after {:.0} s) | {} |",
+        settle.elapsed().as_secs_f64(),
+        rss.iter()
+            .map(|(t, k)| format!("{t}: {:.1}", *k as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    drop(svc);
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let scenario = std::env::args()
         .skip(1)
-        .find(|a| ["submit", "burst", "expiry", "all"].contains(&a.as_str()))
+        .find(|a| ["submit", "burst", "expiry", "soak", "all"].contains(&a.as_str()))
         .unwrap_or_else(|| "all".into());
     let backend = arg("--backend");
     let backends: Vec<&str> = match backend.as_deref() {
@@ -517,5 +648,10 @@ async fn main() {
     }
     if matches!(scenario.as_str(), "expiry" | "all") {
         expiry().await;
+    }
+    if scenario == "soak" {
+        let minutes = arg("--minutes").and_then(|m| m.parse().ok()).unwrap_or(10);
+        let rate = arg("--rate").and_then(|r| r.parse().ok()).unwrap_or(5);
+        soak(minutes, rate).await;
     }
 }
