@@ -65,6 +65,7 @@ async fn main() {
         data_dir: Some(dir.path().to_path_buf()),
         listen: Some("127.0.0.1:0".into()),
         min_access_duration: Some("PT1S".into()),
+        rate_limit: Some("0".into()),
         ..Default::default()
     }
     .resolve()

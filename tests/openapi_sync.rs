@@ -46,6 +46,16 @@ fn every_api_operation_is_secured_and_documents_its_problems() {
                 unauthorized.is_object(),
                 "{method} {path} documents its 401 as problem+json"
             );
+            let limited = &op["responses"]["429"];
+            assert!(
+                limited["content"]["application/problem+json"].is_object()
+                    && limited["headers"]["Retry-After"].is_object(),
+                "{method} {path} documents its 429 with Retry-After"
+            );
+            assert!(
+                op["responses"]["431"]["content"]["application/problem+json"].is_object(),
+                "{method} {path} documents its 431"
+            );
         }
     }
     for scheme in ["bearer", "slackSignature", "teamsHmac"] {
