@@ -111,7 +111,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// Every `/v1/` operation may be answered 429 (the caller's rate limit) and 431 (headers too
-/// large) by layers in front of its handler: say so in each, once, here.
+/// large) by layers in front of its handler, and every one taking JSON 400, 413 and 415 by the
+/// body extractor: say so in each, once, here.
 fn document_limits(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::content::ContentBuilder;
     use utoipa::openapi::header::HeaderBuilder;
@@ -137,6 +138,17 @@ fn document_limits(doc: &mut utoipa::openapi::OpenApi) {
         .description("The request headers add up to more than 32 KiB")
         .content(error::PROBLEM_JSON, problem())
         .build();
+    let bad_body = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(error::PROBLEM_JSON, problem())
+            .build()
+    };
+    let body_problems = [
+        ("400", bad_body("The body is not valid JSON of this shape")),
+        ("413", bad_body("The body is larger than 64 KiB")),
+        ("415", bad_body("The body is not application/json")),
+    ];
     for (path, item) in doc.paths.paths.iter_mut() {
         if !path.starts_with("/v1/") {
             continue;
@@ -151,7 +163,19 @@ fn document_limits(doc: &mut utoipa::openapi::OpenApi) {
         .into_iter()
         .flatten()
         {
+            // Every JSON body passes the same extractor, which answers these before the handler.
+            let takes_json = op
+                .request_body
+                .as_ref()
+                .is_some_and(|b| b.content.contains_key("application/json"));
             let responses = &mut op.responses.responses;
+            if takes_json {
+                for (status, response) in &body_problems {
+                    responses
+                        .entry((*status).into())
+                        .or_insert_with(|| response.clone().into());
+                }
+            }
             responses
                 .entry("429".into())
                 .or_insert_with(|| too_many.clone().into());
