@@ -92,6 +92,17 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub teams_outgoing_webhook_secret: Option<SecretSetting>,
+    /// Requests per second each caller may make (by token object id, else by client
+    /// address); 0 turns the limit off [default: 20]
+    #[arg(long, env = "JITGATE_RATE_LIMIT")]
+    pub rate_limit: Option<String>,
+    /// How many requests a caller may make at once before the rate applies [default: 40]
+    #[arg(long, env = "JITGATE_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<String>,
+    /// Due outbox jobs beyond which new access requests are refused with 503; 0 turns the
+    /// check off [default: 10000]
+    #[arg(long, env = "JITGATE_OUTBOX_MAX_BACKLOG")]
+    pub outbox_max_backlog: Option<String>,
 }
 
 /// A setting that is a secret: kept out of `Debug` output (and so out of logs).
@@ -210,6 +221,17 @@ pub struct Config {
     pub audit_signing_key: PathBuf,
     pub webhook_retry_base: std::time::Duration,
     pub chatops: ChatopsConfig,
+    /// The per-caller request rate; `None` when turned off.
+    pub rate_limit: Option<RateLimit>,
+    /// Due outbox jobs beyond which new access requests are refused; `None` when turned off.
+    pub outbox_max_backlog: Option<u32>,
+}
+
+/// A token bucket: `per_second` refill, holding at most `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: std::num::NonZeroU32,
+    pub burst: std::num::NonZeroU32,
 }
 
 /// A setting that cannot be used, said in one line.
@@ -264,7 +286,10 @@ impl Settings {
             audit_signing_key,
             webhook_retry_base,
             slack_signing_secret,
-            teams_outgoing_webhook_secret
+            teams_outgoing_webhook_secret,
+            rate_limit,
+            rate_limit_burst,
+            outbox_max_backlog
         )
     }
 
@@ -520,7 +545,45 @@ impl Settings {
             },
         };
 
+        let number = |setting: &'static str, value: Option<String>, default: &str, max: u32| {
+            let text = value.unwrap_or_else(|| default.into());
+            text.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| bad(setting, &text, format!("expected a number from 0 to {max}")))
+        };
+        let per_second = number("JITGATE_RATE_LIMIT", self.rate_limit, "20", 1_000_000)?;
+        let burst = number(
+            "JITGATE_RATE_LIMIT_BURST",
+            self.rate_limit_burst,
+            "40",
+            1_000_000,
+        )?;
+        let rate_limit = match std::num::NonZeroU32::new(per_second) {
+            None => None,
+            Some(per_second) => Some(RateLimit {
+                per_second,
+                burst: std::num::NonZeroU32::new(burst).ok_or_else(|| {
+                    bad(
+                        "JITGATE_RATE_LIMIT_BURST",
+                        "0",
+                        "expected at least 1 while JITGATE_RATE_LIMIT is on".into(),
+                    )
+                })?,
+            }),
+        };
+        let outbox_max_backlog = Some(number(
+            "JITGATE_OUTBOX_MAX_BACKLOG",
+            self.outbox_max_backlog,
+            "10000",
+            100_000_000,
+        )?)
+        .filter(|n| *n > 0);
+
         Ok(Config {
+            rate_limit,
+            outbox_max_backlog,
             listen,
             database,
             data_dir,
@@ -588,6 +651,17 @@ mod tests {
         assert_eq!(c.arm.mode, ArmMode::Sim);
         assert_eq!(c.durations.min.to_string(), "PT5M");
         assert_eq!(c.rule_priority_base, 100);
+        let limit = c.rate_limit.unwrap();
+        assert_eq!((limit.per_second.get(), limit.burst.get()), (20, 40));
+        assert_eq!(c.outbox_max_backlog, Some(10_000));
+        let off = Settings {
+            rate_limit: Some("0".into()),
+            outbox_max_backlog: Some("0".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!((off.rate_limit, off.outbox_max_backlog), (None, None));
     }
 
     #[test]
@@ -648,6 +722,27 @@ mod tests {
                     ..Default::default()
                 },
                 "JITGATE_RULE_PRIORITY_BASE",
+            ),
+            (
+                Settings {
+                    rate_limit: Some("fast".into()),
+                    ..Default::default()
+                },
+                "JITGATE_RATE_LIMIT",
+            ),
+            (
+                Settings {
+                    rate_limit_burst: Some("0".into()),
+                    ..Default::default()
+                },
+                "JITGATE_RATE_LIMIT_BURST",
+            ),
+            (
+                Settings {
+                    outbox_max_backlog: Some("-1".into()),
+                    ..Default::default()
+                },
+                "JITGATE_OUTBOX_MAX_BACKLOG",
             ),
         ];
         for (settings, setting) in cases {

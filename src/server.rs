@@ -67,6 +67,7 @@ pub fn app_state(
     dispatch: Option<Dispatcher>,
 ) -> AppState {
     AppState {
+        limiter: api::limits::limiter(config.rate_limit),
         store,
         auth: Arc::new(auth),
         config: Arc::new(config),
@@ -153,6 +154,9 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    if let Some(limiter) = &state.limiter {
+        api::limits::CallerLimiter::spawn_housekeeping(Arc::downgrade(limiter));
+    }
     let app = api::router(state);
     axum::serve(
         listener,

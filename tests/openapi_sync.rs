@@ -46,6 +46,26 @@ fn every_api_operation_is_secured_and_documents_its_problems() {
                 unauthorized.is_object(),
                 "{method} {path} documents its 401 as problem+json"
             );
+            let limited = &op["responses"]["429"];
+            assert!(
+                limited["content"]["application/problem+json"].is_object()
+                    && limited["headers"]["Retry-After"].is_object(),
+                "{method} {path} documents its 429 with Retry-After"
+            );
+            assert!(
+                op["responses"]["431"]["content"]["application/problem+json"].is_object(),
+                "{method} {path} documents its 431"
+            );
+            // Found by schemathesis: a JSON body's 400/413/415 were undocumented on some
+            // operations (POST /v1/access-requests, POST /v1/webhooks, .../approve ...).
+            if op["requestBody"]["content"]["application/json"].is_object() {
+                for status in ["400", "413", "415"] {
+                    assert!(
+                        op["responses"][status]["content"]["application/problem+json"].is_object(),
+                        "{method} {path} documents its {status}"
+                    );
+                }
+            }
         }
     }
     for scheme in ["bearer", "slackSignature", "teamsHmac"] {

@@ -72,6 +72,7 @@ conformance!(
     audit_events_filter_and_page_in_chain_order,
     webhook_deliveries_are_queued_with_the_event_that_they_announce,
     chat_identities_map_one_chat_account_to_one_user,
+    due_jobs_are_counted_up_to_a_bound,
 );
 
 fn vm(sub: &str, rg: &str, name: &str) -> VmId {
@@ -1837,4 +1838,38 @@ async fn chat_identities_map_one_chat_account_to_one_user(store: DynStore) {
         .await
         .unwrap()
         .is_none());
+}
+
+// ---- backpressure ----
+
+async fn due_jobs_are_counted_up_to_a_bound(store: DynStore) {
+    for name in ["vm1", "vm2", "vm3"] {
+        store
+            .put_policy(put(&vm("s1", "rg", name), &[22], "e1", Precondition::None))
+            .await
+            .unwrap();
+    }
+    let soon = Utc::now() + Duration::seconds(1);
+    assert_eq!(store.count_due_jobs(soon, 100).await.unwrap(), 3);
+    assert_eq!(
+        store.count_due_jobs(soon, 2).await.unwrap(),
+        2,
+        "stops at the bound"
+    );
+    assert_eq!(
+        store
+            .count_due_jobs(soon - Duration::hours(1), 100)
+            .await
+            .unwrap(),
+        0,
+        "none was due an hour ago"
+    );
+    // A job put off until later no longer counts; a claimed one still does (it is not done).
+    let claimed = store.claim_jobs("a", soon, lease(), 2).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(store
+        .retry_job(claimed[0].id, "a", soon + Duration::hours(1), "later")
+        .await
+        .unwrap());
+    assert_eq!(store.count_due_jobs(soon, 100).await.unwrap(), 2);
 }

@@ -90,6 +90,12 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The caller's rate limit is spent; a token is back in `retry_after` seconds.
+    #[error("too many requests")]
+    TooManyRequests { retry_after: u64 },
+    /// The service is too busy to take on more work for now.
+    #[error("overloaded: {detail}")]
+    Overloaded { retry_after: u64, detail: String },
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
 }
@@ -215,6 +221,34 @@ impl IntoResponse for ApiError {
                     None,
                 )
             }
+            ApiError::TooManyRequests { retry_after } => {
+                return with_retry_after(
+                    Problem::new(
+                        S::TOO_MANY_REQUESTS,
+                        "rate-limited",
+                        "Too many requests",
+                        format!(
+                            "this caller's request rate is over its limit; retry in {retry_after}s"
+                        ),
+                    ),
+                    retry_after,
+                );
+            }
+            ApiError::Overloaded {
+                retry_after,
+                detail,
+            } => {
+                tracing::warn!(%detail, "overloaded: refusing new work");
+                return with_retry_after(
+                    Problem::new(
+                        S::SERVICE_UNAVAILABLE,
+                        "overloaded",
+                        "The service is too busy to take this on now; try again",
+                        detail,
+                    ),
+                    retry_after,
+                );
+            }
             ApiError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "unexpected error");
                 Problem::new(S::INTERNAL_SERVER_ERROR, "internal", "Internal error", None)
@@ -222,4 +256,12 @@ impl IntoResponse for ApiError {
         };
         problem.into_response()
     }
+}
+
+fn with_retry_after(problem: Problem, secs: u64) -> Response {
+    let mut response = problem.into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
 }

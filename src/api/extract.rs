@@ -21,6 +21,27 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Caller> {
+        let validated = parts
+            .extensions
+            .remove::<super::limits::ValidatedCaller>()
+            .map(|v| v.0);
+        let mut caller = match validated {
+            Some(caller) => caller,
+            None => validate_bearer(parts, state).await?,
+        };
+        // The service's own role assignments that name this caller or one of its groups.
+        let mut principals = Vec::with_capacity(1 + caller.groups.len());
+        principals.push(caller.principal.id.clone());
+        principals.extend(caller.groups.iter().cloned());
+        let assignments = state.store.role_assignments_for(&principals).await?;
+        rbac::add_assigned_roles(&mut caller, assignments);
+        Ok(caller)
+    }
+}
+
+/// The caller the `Authorization: Bearer` header names, with the token's own roles only.
+async fn validate_bearer(parts: &Parts, state: &AppState) -> ApiResult<Caller> {
+    {
         let value = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -30,14 +51,7 @@ impl FromRequestParts<AppState> for Caller {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(AuthError::Missing.into());
         }
-        let mut caller = state.auth.validate(token.trim()).await?;
-        // The service's own role assignments that name this caller or one of its groups.
-        let mut principals = Vec::with_capacity(1 + caller.groups.len());
-        principals.push(caller.principal.id.clone());
-        principals.extend(caller.groups.iter().cloned());
-        let assignments = state.store.role_assignments_for(&principals).await?;
-        rbac::add_assigned_roles(&mut caller, assignments);
-        Ok(caller)
+        Ok(state.auth.validate(token.trim()).await?)
     }
 }
 

@@ -8,6 +8,7 @@ mod export;
 pub mod extract;
 pub(crate) mod flow;
 pub mod grants;
+pub mod limits;
 pub mod me;
 mod middleware;
 pub mod ops;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Woken after a write that queued ARM work; `None` where no dispatcher runs here.
     pub dispatch: Option<crate::dispatch::Dispatcher>,
+    /// The per-caller token buckets; `None` when `JITGATE_RATE_LIMIT=0`.
+    pub limiter: Option<Arc<limits::CallerLimiter>>,
 }
 
 impl AppState {
@@ -103,7 +106,84 @@ fn api_routes() -> OpenApiRouter<AppState> {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = api_routes().split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    document_limits(&mut doc);
     doc
+}
+
+/// Every `/v1/` operation may be answered 429 (the caller's rate limit) and 431 (headers too
+/// large) by layers in front of its handler, and every one taking JSON 400, 413 and 415 by the
+/// body extractor: say so in each, once, here.
+fn document_limits(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::content::ContentBuilder;
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{Ref, ResponseBuilder};
+    let problem = || {
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Problem")))
+            .build()
+    };
+    let too_many = ResponseBuilder::new()
+        .description("The caller's rate limit (JITGATE_RATE_LIMIT) is spent; retry after Retry-After seconds")
+        .content(error::PROBLEM_JSON, problem())
+        .header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                .description(Some("Seconds until the caller may send again"))
+                .build(),
+        )
+        .build();
+    let headers_too_large = ResponseBuilder::new()
+        .description("The request headers add up to more than 32 KiB")
+        .content(error::PROBLEM_JSON, problem())
+        .build();
+    let bad_body = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(error::PROBLEM_JSON, problem())
+            .build()
+    };
+    let body_problems = [
+        ("400", bad_body("The body is not valid JSON of this shape")),
+        ("413", bad_body("The body is larger than 64 KiB")),
+        ("415", bad_body("The body is not application/json")),
+    ];
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            // Every JSON body passes the same extractor, which answers these before the handler.
+            let takes_json = op
+                .request_body
+                .as_ref()
+                .is_some_and(|b| b.content.contains_key("application/json"));
+            let responses = &mut op.responses.responses;
+            if takes_json {
+                for (status, response) in &body_problems {
+                    responses
+                        .entry((*status).into())
+                        .or_insert_with(|| response.clone().into());
+                }
+            }
+            responses
+                .entry("429".into())
+                .or_insert_with(|| too_many.clone().into());
+            responses
+                .entry("431".into())
+                .or_insert_with(|| headers_too_large.clone().into());
+        }
+    }
 }
 
 /// The document as `jitgate openapi` prints it and `openapi/openapi.json` holds it.
@@ -127,6 +207,11 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(
             middleware::problem_for_bare_errors,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::rate_limit,
+        ))
+        .layer(axum::middleware::from_fn(limits::limit_header_size))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::record_metrics,

@@ -187,6 +187,8 @@ struct RequestIdParam {
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "No Jit.Requester at a VM's scope (or, with onBehalfOf, no Jit.Bot, or the user has none)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The outbox holds more due work than JITGATE_OUTBOX_MAX_BACKLOG; retry after Retry-After seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = []))
 )]
@@ -237,6 +239,7 @@ async fn submit(
                 ApiError::BadRequest("Idempotency-Key must be 1 to 200 visible characters".into())
             }),
     };
+    refuse_when_backlogged(&state).await?;
     let on_behalf = draft.on_behalf_of.is_some();
     let created = flow::submit(
         &state,
@@ -261,6 +264,30 @@ async fn submit(
         response.headers_mut().insert(header::LOCATION, l);
     }
     Ok(response)
+}
+
+/// How long a caller refused for backpressure is asked to wait.
+const BACKLOG_RETRY_AFTER_SECS: u64 = 30;
+
+/// Refuses new work while the outbox holds more due jobs than `JITGATE_OUTBOX_MAX_BACKLOG`:
+/// better a 503 now than a request that waits behind thousands of jobs for its rule.
+async fn refuse_when_backlogged(state: &AppState) -> ApiResult<()> {
+    let Some(max) = state.config.outbox_max_backlog else {
+        return Ok(());
+    };
+    let due = state
+        .store
+        .count_due_jobs(chrono::Utc::now(), max.saturating_add(1))
+        .await?;
+    if due > max {
+        return Err(ApiError::Overloaded {
+            retry_after: BACKLOG_RETRY_AFTER_SECS,
+            detail: format!(
+                "more than {max} jobs are waiting to be carried out; new requests are refused until they drain"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Read one request: its requestor, its bot, and approvers and readers in scope may.

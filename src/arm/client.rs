@@ -155,6 +155,7 @@ impl ArmClient {
         retry: RetryPolicy,
     ) -> anyhow::Result<ArmClient> {
         let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10).min(retry.request_timeout))
             .timeout(retry.request_timeout)
             .user_agent(concat!("jitgate/", env!("CARGO_PKG_VERSION")))
             .build()?;

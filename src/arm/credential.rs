@@ -161,6 +161,7 @@ impl ArmCredential {
     pub fn new(arm: &ArmConfig, env: &AzureEnv) -> Result<ArmCredential, CredentialError> {
         let source = Source::from_config(arm, env)?;
         let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10).min(HTTP_TIMEOUT))
             .timeout(HTTP_TIMEOUT)
             .user_agent(USER_AGENT)
             // A token endpoint has no reason to redirect, and following one could carry the

@@ -70,6 +70,7 @@ impl JwksCache {
         min_refresh_interval: Duration,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10).min(FETCH_TIMEOUT))
             .timeout(FETCH_TIMEOUT)
             .user_agent(concat!("jitgate/", env!("CARGO_PKG_VERSION")))
             .build()?;

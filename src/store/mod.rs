@@ -317,6 +317,12 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         forget_before: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
+
+    // ---- backpressure ----
+
+    /// How many jobs are due at `now` (claimed or not), counting no further than `at_most`:
+    /// enough to tell whether the outbox is over its backlog limit without scanning all of it.
+    async fn count_due_jobs(&self, now: DateTime<Utc>, at_most: u32) -> Result<u32, StoreError>;
 }
 
 /// How one delivery attempt went.

@@ -1514,6 +1514,26 @@ macro_rules! impl_sql_store {
                 tx.commit().await.map_err(StoreError::from_sqlx)?;
                 Ok(inserted == 1)
             }
+
+            // ---- backpressure ----
+
+            async fn count_due_jobs(
+                &self,
+                now: chrono::DateTime<chrono::Utc>,
+                at_most: u32,
+            ) -> Result<u32, $crate::store::StoreError> {
+                // A range scan of the jobs_due index that stops after `at_most` rows, so the
+                // cost is bounded however deep the backlog is.
+                let (count,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE run_after <= $1 ORDER BY run_after LIMIT $2) AS due",
+                )
+                .bind(now)
+                .bind(i64::from(at_most))
+                .fetch_one(self.reader())
+                .await
+                .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(u32::try_from(count).unwrap_or(at_most))
+            }
         }
 
         impl $store {

@@ -150,7 +150,8 @@ impl TestApp {
     }
 
     /// Starts a server on `db`; `settings` win over the harness's defaults
-    /// (an ephemeral port, a temp data dir, `JITGATE_MIN_ACCESS_DURATION=PT1S`).
+    /// (an ephemeral port, a temp data dir, `JITGATE_MIN_ACCESS_DURATION=PT1S`, a rate limit
+    /// of 100000 a second).
     pub async fn spawn_on(db: TestDb, settings: Settings) -> TestApp {
         Self::start(db, settings, None).await
     }
@@ -175,6 +176,9 @@ impl TestApp {
             data_dir: Some(data_dir.path().to_path_buf()),
             listen: Some("127.0.0.1:0".into()),
             min_access_duration: Some("PT1S".into()),
+            // Tests make many requests quickly as one caller; the limit's own tests set theirs.
+            rate_limit: Some("100000".into()),
+            rate_limit_burst: Some("100000".into()),
             ..Default::default()
         });
         let config: Config = settings.resolve().expect("test config");

@@ -307,13 +307,19 @@ fn post_to_response_url(url: &str, reply: &Value) {
     }
     let reply = reply.clone();
     tokio::spawn(async move {
-        let client = reqwest::Client::new();
-        let sent = client
-            .post(parsed)
+        // Bounded on every side: a slow or silent response_url cannot hold this task.
+        let client = match reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
             .timeout(std::time::Duration::from_secs(5))
-            .json(&reply)
-            .send()
-            .await;
+            .build()
+        {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::warn!(error = %e, "no HTTP client for the Slack response_url");
+                return;
+            }
+        };
+        let sent = client.post(parsed).json(&reply).send().await;
         if let Err(e) = sent.and_then(|r| r.error_for_status()) {
             tracing::warn!(error = %e, "chatops: could not post to Slack's response_url");
         }
