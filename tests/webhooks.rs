@@ -351,3 +351,60 @@ async fn only_tenant_wide_admins_manage_subscriptions_and_secrets_stay_secret() 
     );
     assert!(!format!("{events:?}").contains(created["secret"].as_str().unwrap()));
 }
+
+#[tokio::test]
+async fn a_stop_is_not_held_up_by_a_queue_of_slow_deliveries() {
+    let sim = Sim::seeded().with_token(SIM_TOKEN);
+    let app = TestApp::spawn_with_arm(sim.clone()).await;
+    // A receiver that accepts connections and never answers: each try waits out its timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", silent.local_addr().unwrap());
+    subscribe(&app, &url, &[]).await;
+    for i in 0..200 {
+        app.store
+            .append_event(
+                jitgate::audit::NewAuditEvent {
+                    event_type: "policy.created",
+                    actor: jitgate::domain::Principal {
+                        id: "oid".into(),
+                        name: "admin".into(),
+                    },
+                    resource_id: format!("/vm/{i}"),
+                    request_id: None,
+                    data: json!({}),
+                },
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap();
+    }
+    // A dispatcher of our own on the same database, stopped while every slot is taken.
+    let dir = tempfile::tempdir().unwrap();
+    let config = Settings {
+        database_url: Some(app.db.url.clone()),
+        data_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap();
+    let arm = jitgate::server::arm_for_sim(&config, sim, SIM_TOKEN)
+        .await
+        .unwrap();
+    let dispatcher = jitgate::server::dispatcher(&config, app.store.clone(), &arm).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(dispatcher.run(async {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let asked = Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the dispatcher stopped")
+        .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        asked.elapsed()
+    );
+}

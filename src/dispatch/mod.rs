@@ -85,7 +85,14 @@ impl Dispatcher {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            let claimed = self.run_due().await;
+            // Checked before every claim, not only when idle: with jobs always due (a queue of
+            // webhook deliveries to a receiver that times out, say) the loop never idles, and
+            // a stop would otherwise wait for the queue to drain.
+            let claimed = tokio::select! {
+                biased;
+                _ = &mut shutdown => return,
+                claimed = self.run_due() => claimed,
+            };
             if claimed == 0 {
                 // Sleep until the next job falls due (a grant's end, say), or a new one is
                 // queued here, or POLL has passed (other replicas queue jobs too).
