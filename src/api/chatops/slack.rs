@@ -311,6 +311,8 @@ fn post_to_response_url(url: &str, reply: &Value) {
         let client = match reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
             .timeout(std::time::Duration::from_secs(5))
+            // The host was checked; a redirect would take the reply somewhere unchecked.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
         {
             Ok(client) => client,
@@ -321,7 +323,8 @@ fn post_to_response_url(url: &str, reply: &Value) {
         };
         let sent = client.post(parsed).json(&reply).send().await;
         if let Err(e) = sent.and_then(|r| r.error_for_status()) {
-            tracing::warn!(error = %e, "chatops: could not post to Slack's response_url");
+            // Without the URL: a response_url is a bearer capability for the conversation.
+            tracing::warn!(error = %e.without_url(), "chatops: could not post to Slack's response_url");
         }
     });
 }
