@@ -8,7 +8,8 @@ use crate::store::{DeliveryAttempt, DynStore, Job};
 use chrono::Utc;
 use std::time::Duration;
 
-/// Tries before a delivery is given up (with a 10 s base: about 11 hours of retries).
+/// Tries before a delivery is given up (with a 10 s base, the last comes about 3.4 hours
+/// after the first).
 pub const MAX_DELIVERY_ATTEMPTS: i32 = 12;
 /// The longest wait between two tries.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);

@@ -469,13 +469,13 @@ macro_rules! impl_sql_store {
             ) -> Result<$crate::store::StoredRoleAssignment, $crate::store::StoreError> {
                 use $crate::store::rows::{RoleAssignmentRow, ROLE_ASSIGNMENT_COLUMNS};
                 use $crate::store::{StoreError, StoredRoleAssignment};
-                use chrono::SubsecRound;
-                let now = now.trunc_subsecs(6);
                 let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
-                let row: Option<RoleAssignmentRow> = Self::delete_by_id(&mut *tx, "role_assignments", ROLE_ASSIGNMENT_COLUMNS, id).await?;
-                let deleted: StoredRoleAssignment = row.ok_or(StoreError::NotFound)?.try_into()?;
-                let event = $crate::store::sql::assignment_event("roleAssignment.deleted", &deleted.assignment, by);
-                Self::append_audit(&mut tx, event, now).await?;
+                let deleted = Self::delete_audited::<RoleAssignmentRow, StoredRoleAssignment>(
+                    &mut tx, "role_assignments", ROLE_ASSIGNMENT_COLUMNS, id, now,
+                    |d| $crate::store::sql::assignment_event("roleAssignment.deleted", &d.assignment, by),
+                )
+                .await?
+                .ok_or(StoreError::NotFound)?;
                 tx.commit().await.map_err(StoreError::from_sqlx)?;
                 Ok(deleted)
             }
@@ -1261,16 +1261,18 @@ macro_rules! impl_sql_store {
                 use $crate::store::rows::{WebhookRow, WEBHOOK_COLUMNS};
                 use $crate::store::StoreError;
                 let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
-                let row: Option<WebhookRow> = Self::delete_by_id(&mut *tx, "webhooks", WEBHOOK_COLUMNS, id).await?;
-                let Some(row) = row else { return Ok(None) };
-                let (webhook, _) = <($crate::notify::Webhook, String)>::try_from(row)?;
+                let deleted = Self::delete_audited::<WebhookRow, ($crate::notify::Webhook, String)>(
+                    &mut tx, "webhooks", WEBHOOK_COLUMNS, id, now,
+                    |(w, _)| $crate::store::sql::webhook_event("webhook.deleted", w, by),
+                )
+                .await?;
+                let Some((webhook, _)) = deleted else { return Ok(None) };
                 // Its log goes with it; queued deliveries find nothing to do.
                 sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = $1")
                     .bind(id)
                     .execute(&mut *tx)
                     .await
                     .map_err(StoreError::from_sqlx)?;
-                Self::append_audit(&mut tx, $crate::store::sql::webhook_event("webhook.deleted", &webhook, by), chrono::SubsecRound::trunc_subsecs(now, 6)).await?;
                 tx.commit().await.map_err(StoreError::from_sqlx)?;
                 Ok(Some(webhook))
             }
@@ -1430,13 +1432,13 @@ macro_rules! impl_sql_store {
             ) -> Result<$crate::store::StoredChatIdentity, $crate::store::StoreError> {
                 use $crate::store::rows::{ChatIdentityRow, CHAT_IDENTITY_COLUMNS};
                 use $crate::store::{StoreError, StoredChatIdentity};
-                use chrono::SubsecRound;
-                let now = now.trunc_subsecs(6);
                 let mut tx = self.writer().begin().await.map_err(StoreError::from_sqlx)?;
-                let row: Option<ChatIdentityRow> = Self::delete_by_id(&mut *tx, "chatops_identities", CHAT_IDENTITY_COLUMNS, id).await?;
-                let deleted: StoredChatIdentity = row.ok_or(StoreError::NotFound)?.try_into()?;
-                let event = $crate::store::sql::chat_identity_event("chatopsIdentity.deleted", &deleted.identity, by);
-                Self::append_audit(&mut tx, event, now).await?;
+                let deleted = Self::delete_audited::<ChatIdentityRow, StoredChatIdentity>(
+                    &mut tx, "chatops_identities", CHAT_IDENTITY_COLUMNS, id, now,
+                    |d| $crate::store::sql::chat_identity_event("chatopsIdentity.deleted", &d.identity, by),
+                )
+                .await?
+                .ok_or(StoreError::NotFound)?;
                 tx.commit().await.map_err(StoreError::from_sqlx)?;
                 Ok(deleted)
             }
@@ -1691,6 +1693,27 @@ macro_rules! impl_sql_store {
                     .fetch_optional(executor)
                     .await
                     .map_err($crate::store::StoreError::from_sqlx)
+            }
+
+            /// Deletes the row of `table` whose id is `id` and appends the audit event `event`
+            /// makes of it, in `tx`; what was deleted, or `None` when there was no such row.
+            async fn delete_audited<R, T>(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                table: &str,
+                columns: &str,
+                id: &str,
+                now: chrono::DateTime<chrono::Utc>,
+                event: impl FnOnce(&T) -> $crate::audit::NewAuditEvent,
+            ) -> Result<Option<T>, $crate::store::StoreError>
+            where
+                R: for<'r> sqlx::FromRow<'r, <$db as sqlx::Database>::Row> + Send + Unpin,
+                T: TryFrom<R, Error = $crate::store::StoreError>,
+            {
+                let row: Option<R> = Self::delete_by_id(&mut **tx, table, columns, id).await?;
+                let Some(row) = row else { return Ok(None) };
+                let deleted = T::try_from(row)?;
+                Self::append_audit(tx, event(&deleted), chrono::SubsecRound::trunc_subsecs(now, 6)).await?;
+                Ok(Some(deleted))
             }
 
             /// Deletes the row of `table` whose id is `id`, returning it (the columns `columns`).
