@@ -223,7 +223,7 @@ impl CsvRecord for AuditEvent {
     fn fields(&self) -> Vec<String> {
         vec![
             self.seq.to_string(),
-            self.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            export::time_cell(self.at),
             self.event_type.clone(),
             self.actor.id.clone(),
             self.actor.name.clone(),

@@ -64,6 +64,11 @@ pub fn neutralise_formula(cell: String) -> String {
     }
 }
 
+/// A timestamp as exports write it: RFC 3339, UTC, to the microsecond the stores keep.
+pub fn time_cell(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
 fn csv_chunk<T: CsvRecord>(rows: &[T], with_header: bool) -> Result<Bytes, csv::Error> {
     let mut writer = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)

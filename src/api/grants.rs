@@ -146,11 +146,6 @@ fn principals(list: &[Principal]) -> String {
         .join("; ")
 }
 
-fn time(t: Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        .unwrap_or_default()
-}
-
 impl CsvRecord for Grant {
     const HEADER: &'static [&'static str] = &[
         "id",
@@ -186,9 +181,9 @@ impl CsvRecord for Grant {
             self.submitted_by.name.clone(),
             principals(&self.approvers),
             self.justification.clone().unwrap_or_default(),
-            time(Some(self.granted_at)),
-            time(self.end_time_utc),
-            time(self.closed_at),
+            export::time_cell(self.granted_at),
+            self.end_time_utc.map(export::time_cell).unwrap_or_default(),
+            self.closed_at.map(export::time_cell).unwrap_or_default(),
             self.status.as_str().to_string(),
             self.status_reason.clone(),
         ]

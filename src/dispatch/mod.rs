@@ -152,11 +152,6 @@ impl Dispatcher {
         claimed
     }
 
-    /// Waits until no job is running here (tests and benchmarks, to see a settled state).
-    pub async fn idle(&self) {
-        let _all = self.slots.acquire_many(CONCURRENCY as u32).await;
-    }
-
     async fn run_one(&self, job: Job) {
         let work = async {
             match job.kind.as_str() {

@@ -1,5 +1,5 @@
 //! A webhook receiver on 127.0.0.1:0 that records what it is sent, and can be told to fail
-//! (answer 503) a number of times first, or to stop answering at all.
+//! (answer 503) a number of times.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -37,7 +37,6 @@ struct Inner {
 pub struct Receiver {
     pub url: String,
     inner: Arc<Mutex<Inner>>,
-    shutdown: Arc<Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
 }
 
 async fn receive(
@@ -72,20 +71,8 @@ impl Receiver {
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(receive))
             .with_state(inner.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-        });
-        Receiver {
-            url,
-            inner,
-            shutdown: Arc::new(Mutex::new(Some(tx))),
-        }
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { url, inner }
     }
 
     /// Every request received so far.
@@ -118,11 +105,5 @@ impl Receiver {
     /// Refuses the next `n` requests (0: accepts from now on).
     pub fn fail_next(&self, n: usize) {
         self.inner.lock().unwrap().failures_left = n;
-    }
-
-    pub fn stop(&self) {
-        if let Some(tx) = self.shutdown.lock().unwrap().take() {
-            let _ = tx.send(());
-        }
     }
 }
